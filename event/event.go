@@ -102,6 +102,8 @@ type TLS struct {
 	Alert         string         `json:"alert,omitempty"`
 	Chain         []tlsinfo.Cert `json:"chain,omitempty"`
 	ChainSource   string         `json:"chain_source,omitempty"`
+	// ChainError says why no chain is given (e.g. the probe failed).
+	ChainError string `json:"chain_error,omitempty"`
 	// Verified is null when there was no chain to verify.
 	Verified    *bool  `json:"verified"`
 	VerifyError string `json:"verify_error,omitempty"`

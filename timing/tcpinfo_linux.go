@@ -1,0 +1,34 @@
+package timing
+
+import (
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// SockInfo is what the kernel knows of a TCP socket.
+type SockInfo struct {
+	// Closed is true once the socket is in TCP_CLOSE: it was reset, or
+	// both FINs were exchanged and acknowledged.
+	Closed bool
+	// SinceRecv is the time since data last arrived from the peer.
+	SinceRecv time.Duration
+}
+
+// Info reads TCP_INFO for c. ok is false where the kernel does not say.
+func Info(c *net.TCPConn) (info SockInfo, ok bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return info, false
+	}
+	var ti *unix.TCPInfo
+	var serr error
+	if err := rc.Control(func(fd uintptr) { ti, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || serr != nil {
+		return info, false
+	}
+	return SockInfo{
+		Closed:    ti.State == unix.BPF_TCP_CLOSE,
+		SinceRecv: time.Duration(ti.Last_data_recv) * time.Millisecond,
+	}, true
+}

@@ -1,0 +1,18 @@
+//go:build !linux
+
+package timing
+
+import (
+	"net"
+	"time"
+)
+
+// SockInfo is what the kernel knows of a TCP socket.
+type SockInfo struct {
+	Closed    bool
+	SinceRecv time.Duration
+}
+
+// Info is only implemented on Linux; elsewhere ok is false and callers
+// fall back to what the copy loops saw.
+func Info(c *net.TCPConn) (SockInfo, bool) { return SockInfo{}, false }
