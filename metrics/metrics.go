@@ -1,0 +1,239 @@
+// Package metrics exports inspectproxy's counters and latency histograms
+// for Prometheus on an optional admin listener, with a health check.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/inspectproxy/inspectproxy/event"
+)
+
+// ErrNotLoopback is returned by Listen for an address other hosts can
+// reach when remote access was not allowed.
+var ErrNotLoopback = errors.New("metrics: admin address is not loopback")
+
+// latencyBuckets span 0.5 ms to about 33 s, doubling: loopback connects
+// land in the first buckets, slow handshakes and servers in the last.
+var latencyBuckets = prometheus.ExponentialBuckets(0.0005, 2, 17)
+
+// Metrics holds the proxy's series on a registry of its own, so tests and
+// embedders never share the global one. It is safe for concurrent use.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	open          *prometheus.GaugeVec
+	events        *prometheus.CounterVec
+	errors        *prometheus.CounterVec
+	atsViolations *prometheus.CounterVec
+	rsts          *prometheus.CounterVec
+	dns           *prometheus.HistogramVec
+	connect       *prometheus.HistogramVec
+	handshake     *prometheus.HistogramVec
+	ttfb          *prometheus.HistogramVec
+}
+
+// New returns Metrics with every series registered, plus the Go runtime
+// and process collectors.
+func New() *Metrics {
+	histogram := func(name, help string) *prometheus.HistogramVec {
+		return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "inspectproxy",
+			Name:      name,
+			Help:      help,
+			Buckets:   latencyBuckets,
+		}, []string{"kind"})
+	}
+	counter := func(name, help, label string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "inspectproxy",
+			Name:      name,
+			Help:      help,
+		}, []string{label})
+	}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "inspectproxy",
+			Name:      "open_connections",
+			Help:      "Client connections open now, by kind.",
+		}, []string{"kind"}),
+		events:        counter("events_total", "Client connections closed and recorded, by kind.", "kind"),
+		errors:        counter("errors_total", "Client connections that ended with an error, by kind.", "kind"),
+		atsViolations: counter("ats_violations_total", "App Transport Security rules broken, by rule.", "rule"),
+		rsts:          counter("rst_total", "Connections reset, by the side that sent the RST.", "side"),
+		dns:           histogram("dns_seconds", "DNS lookup time of upstream connections."),
+		connect:       histogram("tcp_connect_seconds", "TCP three-way handshake time of upstream connections."),
+		handshake:     histogram("tls_handshake_seconds", "TLS handshake time, ClientHello to done."),
+		ttfb:          histogram("ttfb_seconds", "Time to first byte: HTTP wait, or in tunnels first data down after first data up."),
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.open, m.events, m.errors, m.atsViolations, m.rsts,
+		m.dns, m.connect, m.handshake, m.ttfb,
+	)
+	// Known label values start at zero, so rate() and alerts work before
+	// the first connection of a kind.
+	for _, k := range []string{event.KindTunnel, event.KindMITM, event.KindHTTP} {
+		m.open.WithLabelValues(k)
+		m.events.WithLabelValues(k)
+		m.errors.WithLabelValues(k)
+		for _, h := range []*prometheus.HistogramVec{m.dns, m.connect, m.handshake, m.ttfb} {
+			h.WithLabelValues(k)
+		}
+	}
+	for _, s := range []string{event.SideClient, event.SideServer, event.SideProxy} {
+		m.rsts.WithLabelValues(s)
+	}
+	return m
+}
+
+// ConnOpened counts a client connection of kind as open. The proxy calls
+// ConnClosed later with an event of the same kind.
+func (m *Metrics) ConnOpened(kind string) {
+	m.open.WithLabelValues(kind).Inc()
+}
+
+// ConnClosed records a finished connection: it closes what ConnOpened
+// opened and observes the event's timings, errors and ATS violations.
+func (m *Metrics) ConnClosed(ev *event.Event) {
+	kind := ev.Kind
+	m.open.WithLabelValues(kind).Dec()
+	m.events.WithLabelValues(kind).Inc()
+	if ev.Error != "" {
+		m.errors.WithLabelValues(kind).Inc()
+	}
+	if ev.ATS != nil {
+		for _, v := range ev.ATS.Violations {
+			m.atsViolations.WithLabelValues(v.Rule).Inc()
+		}
+	}
+
+	// Upstreams lists every upstream connection, ev.TCP included; a
+	// tunnel has only ev.TCP.
+	tcps := make([]*event.TCP, 0, 1)
+	for i := range ev.Upstreams {
+		tcps = append(tcps, &ev.Upstreams[i].TCP)
+	}
+	if len(tcps) == 0 && ev.TCP != nil {
+		tcps = append(tcps, ev.TCP)
+	}
+	for _, t := range tcps {
+		observeMS(m.dns.WithLabelValues(kind), t.DNSMS)
+		observeMS(m.connect.WithLabelValues(kind), t.ConnectMS)
+		if t.RST != "" {
+			m.rsts.WithLabelValues(t.RST).Inc()
+		}
+	}
+
+	if ev.TLS != nil {
+		observeMS(m.handshake.WithLabelValues(kind), ev.TLS.HandshakeMS)
+	}
+	ttfb := m.ttfb.WithLabelValues(kind)
+	for _, h := range ev.HTTP {
+		observeMS(ttfb, h.WaitMS)
+	}
+	// A tunnel's bytes are opaque: the first data down after the first
+	// data up is the nearest thing to a first byte. Server-first protocols
+	// send down before up and have none.
+	if len(ev.HTTP) == 0 && ev.TLS != nil && ev.TLS.AppDataUpMS != nil && ev.TLS.AppDataDownMS != nil {
+		if d := *ev.TLS.AppDataDownMS - *ev.TLS.AppDataUpMS; d >= 0 {
+			observeMS(ttfb, &d)
+		}
+	}
+}
+
+// observeMS observes a millisecond field in seconds, the Prometheus unit;
+// null fields were not measured and are skipped.
+func observeMS(o prometheus.Observer, ms *float64) {
+	if ms != nil {
+		o.Observe(*ms / 1000)
+	}
+}
+
+// Handler serves /metrics in the Prometheus exposition formats and
+// /healthz, which answers "ok" while the process runs.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprint(w, "ok\n")
+	})
+	return mux
+}
+
+// Listen opens the admin listener on addr. Unless allowRemote is set it
+// refuses addresses other hosts can reach, the unspecified ":port"
+// included: the listener has no authentication.
+func Listen(addr string, allowRemote bool) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: admin address: %w", err)
+	}
+	if !allowRemote && !isLoopback(host) {
+		return nil, fmt.Errorf("%w: %q: the admin listener has no authentication; use 127.0.0.1, ::1 or localhost, or allow remote access explicitly", ErrNotLoopback, addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return ln, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// Timeouts of the admin server: scrapes are small, so slow clients are
+// cut off rather than held.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = time.Minute
+	shutdownTimeout   = 5 * time.Second
+)
+
+// Serve serves Handler on ln until ctx ends, then shuts down gracefully,
+// letting scrapes in progress finish for a few seconds. It returns nil
+// after a shutdown and the server's error otherwise. It closes ln.
+func (m *Metrics) Serve(ctx context.Context, ln net.Listener, log *zap.Logger) error {
+	srv := &http.Server{
+		Handler:           m.Handler(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          zap.NewStdLog(log.Named("metrics")),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("admin listener serving /metrics and /healthz", zap.Stringer("addr", ln.Addr()))
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics: serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		srv.Close()
+		err = fmt.Errorf("metrics: shutdown: %w", err)
+	}
+	<-errc // http.ErrServerClosed
+	return err
+}
