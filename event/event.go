@@ -58,10 +58,11 @@ type Event struct {
 
 // TCP times one upstream TCP connection and how it ended.
 type TCP struct {
-	DNSMS      *float64 `json:"dns_ms"`     // null when the target was an IP literal
-	ConnectMS  *float64 `json:"connect_ms"` // three-way handshake only
-	ConnectAt  float64  `json:"connect_at_ms"`
-	RemoteAddr string   `json:"remote_addr,omitempty"`
+	DNSMS     *float64 `json:"dns_ms"`     // null when the target was an IP literal
+	ConnectMS *float64 `json:"connect_ms"` // three-way handshake only
+	// ConnectAt is when the connection was up; absent if it never was.
+	ConnectAt  float64 `json:"connect_at_ms,omitempty"`
+	RemoteAddr string  `json:"remote_addr,omitempty"`
 	// FirstFIN is who half-closed first: "client", "server" (or "proxy").
 	FirstFIN    string   `json:"first_fin,omitempty"`
 	ClientFINMS *float64 `json:"client_fin_ms,omitempty"`

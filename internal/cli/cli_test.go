@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/inspectproxy/inspectproxy/event"
+)
+
+// TestServeWritesEventsAndStops runs `serve` as a user would, proxies one
+// request, cancels (SIGINT in real life) and reads the events file.
+func TestServeWritesEventsAndStops(t *testing.T) {
+	dir := t.TempDir()
+	events := filepath.Join(dir, "events.jsonl")
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+
+	ready := make(chan net.Addr, 1)
+	var stderr bytes.Buffer
+	cmd := newServe(&stderr, func(a net.Addr) { ready <- a })
+	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--events", events, "--log-format", "json"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("serve exited: %v\n%s", err, stderr.String())
+	}
+	pu, _ := url.Parse("http://" + addr.String())
+	tr := &http.Transport{Proxy: http.ProxyURL(pu)}
+	resp, err := (&http.Client{Transport: tr}).Get(up.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	tr.CloseIdleConnections()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	f, err := os.Open(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ev, err := event.NewReader(f).Next()
+	if err != nil {
+		t.Fatalf("events file: %v", err)
+	}
+	if ev.Kind != event.KindHTTP || len(ev.HTTP) != 1 || ev.HTTP[0].Status != 200 {
+		t.Errorf("event %+v", ev)
+	}
+	if !strings.Contains(stderr.String(), `"msg":"connection"`) {
+		t.Errorf("no JSON log line per connection:\n%s", stderr.String())
+	}
+}
+
+func TestServeRefusesOpenProxy(t *testing.T) {
+	var stderr bytes.Buffer
+	code := Main(context.Background(), []string{"--listen", "0.0.0.0:0", "--events", filepath.Join(t.TempDir(), "e")}, io.Discard, &stderr)
+	if code == 0 || !strings.Contains(stderr.String(), "open proxy") || !strings.Contains(stderr.String(), "allow_clients") {
+		t.Fatalf("code %d, stderr %q", code, stderr.String())
+	}
+}
+
+func TestCAInitExport(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	if code := Main(context.Background(), []string{"ca", "init", "--data-dir", dir}, &out, &errb); code != 0 {
+		t.Fatalf("ca init: %s", errb.String())
+	}
+	st, err := os.Stat(filepath.Join(dir, "ca-key.pem"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st.Mode(), err)
+	}
+	if code := Main(context.Background(), []string{"ca", "export", "--data-dir", dir}, &out, &errb); code != 0 || !strings.Contains(out.String(), "BEGIN CERTIFICATE") {
+		t.Fatalf("ca export: %d %s", code, errb.String())
+	}
+	if strings.Contains(out.String()+errb.String(), "PRIVATE KEY") {
+		t.Fatal("the key was printed")
+	}
+	if code := Main(context.Background(), []string{"ca", "init", "--data-dir", dir}, &out, &errb); code == 0 {
+		t.Fatal("init over an existing CA should fail without --force")
+	}
+}

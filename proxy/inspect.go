@@ -1,0 +1,243 @@
+package proxy
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/timing"
+	"github.com/inspectproxy/inspectproxy/tlsinfo"
+)
+
+// Checker adds a verdict (ATS) to a finished event.
+type Checker interface {
+	Check(ev *event.Event)
+}
+
+// inspector turns what a tracker saw into the event's tls object: names,
+// fingerprints, times, the chain (observed or probed) and its verification.
+type inspector struct {
+	roots        *x509.CertPool // nil: the system's
+	prober       *tlsinfo.Prober
+	probeTimeout time.Duration
+	checker      Checker
+}
+
+func newInspector(cfg config.Config, checker Checker) (*inspector, error) {
+	roots, err := LoadRoots(cfg.TLS.ExtraRoots)
+	if err != nil {
+		return nil, err
+	}
+	in := &inspector{roots: roots, probeTimeout: cfg.TLS.ProbeTimeout, checker: checker}
+	if cfg.TLS.Probe {
+		in.prober = tlsinfo.NewProber(cfg.TLS.ProbeTimeout, cfg.TLS.ProbeTTL)
+	}
+	return in, nil
+}
+
+// LoadRoots returns the system roots plus the PEM files given, or nil (the
+// system's) when none are given.
+func LoadRoots(files []string) (*x509.CertPool, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: extra root: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("proxy: extra root %s: no PEM certificate in it", f)
+		}
+	}
+	return pool, nil
+}
+
+func (in *inspector) check(ev *event.Event) {
+	if in.checker != nil {
+		in.checker.Check(ev)
+	}
+}
+
+// fillTLS sets ev.TLS (or ev.TLSAbsent) from what the tracker saw.
+func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, helloTimedOut bool, log *zap.Logger) {
+	if info.NotTLS != "" {
+		ev.TLSAbsent = info.NotTLS
+		return
+	}
+	if info.ClientHello == nil {
+		switch {
+		case info.Err != nil:
+			ev.TLSAbsent = "no ClientHello: " + info.Err.Error()
+		case helloTimedOut:
+			ev.TLSAbsent = "the client sent nothing within limits.hello_timeout"
+		default:
+			ev.TLSAbsent = "the client sent no data"
+		}
+		return
+	}
+	ch := info.ClientHello
+	t := &event.TLS{
+		SNI:           ch.SNI,
+		ClientHello:   ch,
+		ServerHello:   info.ServerHello,
+		Resumed:       info.Resumed,
+		JA3:           info.JA3,
+		JA3Hash:       info.JA3Hash,
+		JA4:           info.JA4,
+		JA3S:          info.JA3S,
+		JA3SHash:      info.JA3SHash,
+		ClientHelloMS: timing.MSPtr(info.ClientHelloAt),
+		ServerHelloMS: timing.MSPtr(info.ServerHelloAt),
+		HandshakeDone: timing.MSPtr(info.HandshakeDoneAt),
+		AppDataUpMS:   timing.MSPtr(info.AppDataUpAt),
+		AppDataDownMS: timing.MSPtr(info.AppDataDownAt),
+		Alert:         joinAlerts(info.ClientAlert, info.ServerAlert),
+	}
+	if info.HandshakeDoneAt >= 0 && info.ClientHelloAt >= 0 {
+		t.HandshakeMS = timing.MSPtr(info.HandshakeDoneAt - info.ClientHelloAt)
+	}
+	if info.Err != nil {
+		t.ParseError = info.Err.Error()
+	}
+	if sh := info.ServerHello; sh != nil {
+		t.Version = tlsinfo.VersionName(info.Version)
+		t.Cipher = tlsinfo.CipherSuiteName(info.CipherSuite)
+		t.ALPN = sh.ALPN
+		t.KeyExchangeGroup = sh.KeyExchangeGroup
+		if t.KeyExchangeGroup == "" {
+			t.KeyExchangeGroup = info.ServerKeyExchangeGroup
+		}
+		if info.OCSPStapled {
+			t.OCSPStapled = ptr(true)
+		}
+	}
+	ev.TLS = t
+	host := ch.SNI
+	if host == "" {
+		host, _, _ = net.SplitHostPort(target)
+	}
+	certs := info.Certificates
+	switch {
+	case len(certs) > 0:
+		t.ChainSource = event.ChainObserved
+		if info.CertificateErr != nil {
+			t.ChainError = info.CertificateErr.Error()
+		}
+	case info.ServerHello == nil:
+		t.ChainError = "no ServerHello: the handshake did not complete"
+	case in.prober == nil:
+		t.ChainError = fmt.Sprintf("chain not on the wire (%s) and tls.probe is off", t.Version)
+	default:
+		certs = in.probe(ev, t, ch.SNI, target, log)
+	}
+	if len(certs) == 0 {
+		return
+	}
+	t.Chain = tlsinfo.SummarizeChain(certs)
+	err := tlsinfo.Verify(certs, host, in.roots, time.Now())
+	t.Verified = ptr(err == nil)
+	if err != nil {
+		t.VerifyError = err.Error()
+		var ve *tlsinfo.VerifyError
+		if errors.As(err, &ve) {
+			t.VerifyErrorKind = ve.Kind
+		}
+	}
+}
+
+// probe fetches a chain the handshake did not show (TLS 1.3, or a resumed
+// TLS 1.2 session) from the same server address with the same SNI.
+func (in *inspector) probe(ev *event.Event, t *event.TLS, sni, target string, log *zap.Logger) []*x509.Certificate {
+	addr := target
+	if ev.TCP != nil && ev.TCP.RemoteAddr != "" {
+		addr = ev.TCP.RemoteAddr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), in.probeTimeout)
+	defer cancel()
+	res, err := in.prober.Probe(ctx, addr, sni)
+	if err != nil {
+		t.ChainError = "chain not on the wire; probe failed: " + err.Error()
+		log.Debug("probe failed", zap.Error(err))
+		return nil
+	}
+	t.ChainSource = event.ChainProbed
+	t.OCSPStapled = ptr(res.OCSPStapled)
+	t.SCTs = ptr(res.SCTs)
+	return res.Certificates
+}
+
+func joinAlerts(client, server string) string {
+	switch {
+	case client != "" && server != "":
+		return "client: " + client + "; server: " + server
+	case client != "":
+		return "client: " + client
+	case server != "":
+		return "server: " + server
+	}
+	return ""
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// logSummary is the one log line per connection: the layers in order.
+func logSummary(log *zap.Logger, ev *event.Event) {
+	f := []zap.Field{zap.String("kind", ev.Kind)}
+	if tcp := ev.TCP; tcp != nil {
+		if tcp.DNSMS != nil {
+			f = append(f, zap.Float64("dns_ms", *tcp.DNSMS))
+		}
+		if tcp.ConnectMS != nil {
+			f = append(f, zap.Float64("tcp_connect_ms", *tcp.ConnectMS))
+		}
+	}
+	if t := ev.TLS; t != nil {
+		f = append(f, zap.String("tls", t.Version), zap.String("cipher", t.Cipher))
+		if t.HandshakeMS != nil {
+			f = append(f, zap.Float64("handshake_ms", *t.HandshakeMS))
+		}
+		if t.ALPN != "" {
+			f = append(f, zap.String("alpn", t.ALPN))
+		}
+		if t.ChainSource != "" {
+			f = append(f, zap.String("chain", t.ChainSource))
+		}
+	} else if ev.TLSAbsent != "" {
+		f = append(f, zap.String("no_tls", ev.TLSAbsent))
+	}
+	if n := len(ev.HTTP); n > 0 {
+		f = append(f, zap.Int("requests", n), zap.Int("upstreams", len(ev.Upstreams)))
+	}
+	if tcp := ev.TCP; tcp != nil {
+		f = append(f, zap.String("first_fin", tcp.FirstFIN))
+		if tcp.RST != "" {
+			f = append(f, zap.String("rst", tcp.RST))
+		}
+		if tcp.Timeout != "" {
+			f = append(f, zap.String("timeout", tcp.Timeout))
+		}
+		f = append(f, zap.Int64("up", tcp.BytesUp), zap.Int64("down", tcp.BytesDown), zap.Float64("duration_ms", tcp.DurationMS))
+	}
+	if ev.ATS != nil {
+		f = append(f, zap.String("ats", ev.ATS.Compliant))
+	}
+	if ev.Error != "" {
+		f = append(f, zap.String("error", ev.Error))
+		log.Warn("connection", f...)
+		return
+	}
+	log.Info("connection", f...)
+}

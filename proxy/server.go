@@ -1,0 +1,357 @@
+// Package proxy is the inspecting forward proxy: plain HTTP through goproxy,
+// CONNECT tunnels passed through byte for byte while their TCP and TLS
+// layers are timed and parsed, and one event per client connection.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elazarl/goproxy"
+	"go.uber.org/zap"
+
+	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/timing"
+)
+
+// Sink receives each finished event. Observers are given the event after
+// it is written (metrics).
+type Sink interface {
+	Write(ev *event.Event) error
+}
+
+// Observer is told about connections opening and closing.
+type Observer interface {
+	ConnOpened(kind string)
+	ConnClosed(ev *event.Event)
+}
+
+// Server is one running proxy.
+type Server struct {
+	cfg      config.Config
+	log      *zap.Logger
+	sink     Sink
+	observer Observer
+	inspect  *inspector
+	dialer   *timing.Dialer
+	gp       *goproxy.ProxyHttpServer
+	mitm     MITM
+	allow    []netip.Prefix
+	idPrefix string
+	nextID   atomic.Uint64
+	slots    chan struct{}
+
+	mu      sync.Mutex
+	conns   map[net.Conn]*clientConn
+	tunnels sync.WaitGroup
+	// self are the proxy's own listening addresses, which tunnels may not target.
+	self []string
+	// shutdown is closed when the grace period is over.
+	shutdown chan struct{}
+}
+
+// Options are the parts of a Server that are not configuration values.
+type Options struct {
+	Log  *zap.Logger
+	Sink Sink
+	// Observer is optional.
+	Observer Observer
+	// Checker, optional, adds the ATS verdict to each event.
+	Checker Checker
+	// MITM, optional, decrypts tunnels to the hosts the config names.
+	MITM MITM
+	// Self lists other addresses of this process (the admin listener)
+	// that tunnels may not target.
+	Self []string
+}
+
+// New builds a Server. It does not listen yet.
+func New(cfg config.Config, o Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Log == nil || o.Sink == nil {
+		return nil, errors.New("proxy: Options.Log and Options.Sink are required")
+	}
+	insp, err := newInspector(cfg, o.Checker)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      o.Log,
+		sink:     o.Sink,
+		observer: o.Observer,
+		inspect:  insp,
+		idPrefix: randomHex(3),
+		slots:    make(chan struct{}, cfg.Limits.MaxConnections),
+		conns:    make(map[net.Conn]*clientConn),
+		shutdown: make(chan struct{}),
+		self:     o.Self,
+	}
+	for _, c := range cfg.Access.AllowClients {
+		p, _ := config.ParsePrefix(c) // checked by Validate
+		s.allow = append(s.allow, p)
+	}
+	var deny []netip.Prefix
+	for _, c := range cfg.Access.DenyDestinations {
+		p, _ := config.ParsePrefix(c)
+		deny = append(deny, p)
+	}
+	s.dialer = &timing.Dialer{Timeout: cfg.Limits.DialTimeout, Deny: func(a netip.Addr) bool {
+		for _, p := range deny {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}}
+	s.gp = s.newGoproxy(o.MITM)
+	return s, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Run listens on the configured address and serves until ctx ends, then
+// shuts down gracefully. ready, if not nil, gets the bound address.
+func (s *Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listen %s: %w", s.cfg.Listen, err)
+	}
+	return s.Serve(ctx, ln, ready)
+}
+
+// Serve is Run on an existing listener, which Serve closes.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func(addr net.Addr)) error {
+	s.self = append(s.self, ln.Addr().String())
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.cfg.Limits.HeaderTimeout,
+		MaxHeaderBytes:    s.cfg.Limits.MaxHeaderBytes,
+		IdleTimeout:       s.cfg.Limits.IdleTimeout,
+		ConnContext:       s.connContext,
+		ConnState:         s.connState,
+		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+	}
+	lim := &limitListener{Listener: ln, slots: s.slots, done: make(chan struct{})}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(lim) }()
+	s.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.String("events", s.cfg.Events))
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("proxy: serve: %w", err)
+	case <-ctx.Done():
+	}
+	return s.stop(hs, lim, errc)
+}
+
+// stop stops accepting, lets open connections finish for the grace period,
+// then cuts what is left; every connection still writes its event.
+func (s *Server) stop(hs *http.Server, lim *limitListener, errc chan error) error {
+	grace := s.cfg.Limits.ShutdownGrace
+	s.log.Info("shutting down", zap.Duration("grace", grace))
+	close(lim.done)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	tunnelsDone := make(chan struct{})
+	go func() { s.tunnels.Wait(); close(tunnelsDone) }()
+	herr := hs.Shutdown(sctx)
+	select {
+	case <-tunnelsDone:
+	case <-sctx.Done():
+	}
+	close(s.shutdown) // cuts tunnels still open
+	_ = hs.Close()    // and plain-HTTP connections still busy
+	<-tunnelsDone
+	s.waitConns()
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("proxy: serve: %w", err)
+	}
+	if herr != nil && !errors.Is(herr, context.DeadlineExceeded) {
+		return fmt.Errorf("proxy: shutdown: %w", herr)
+	}
+	return nil
+}
+
+// waitConns waits until every plain-HTTP connection has written its event.
+func (s *Server) waitConns() {
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// limitListener caps concurrent client connections. Unlike
+// netutil.LimitListener it returns the *net.TCPConn itself, so tunnels keep
+// splice(2); the slot is given back when the connection's event is written.
+type limitListener struct {
+	net.Listener
+	slots chan struct{}
+	done  chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *Server) release() { <-s.slots }
+
+type ctxKey struct{}
+
+func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
+	cc := s.newClientConn(c)
+	s.mu.Lock()
+	s.conns[c] = cc
+	s.mu.Unlock()
+	return context.WithValue(ctx, ctxKey{}, cc)
+}
+
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	if st != http.StateClosed && st != http.StateHijacked {
+		return
+	}
+	s.mu.Lock()
+	cc := s.conns[c]
+	delete(s.conns, c)
+	s.mu.Unlock()
+	if cc == nil {
+		return
+	}
+	if st == http.StateClosed {
+		cc.closed()
+	}
+	// A hijacked connection belongs to its tunnel, which finishes it.
+}
+
+func clientConnFrom(r *http.Request) *clientConn {
+	cc, _ := r.Context().Value(ctxKey{}).(*clientConn)
+	return cc
+}
+
+// ServeHTTP dispatches: access control first, then CONNECT to a tunnel (or
+// to goproxy's MITM), and plain HTTP to goproxy.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cc := clientConnFrom(r)
+	if cc == nil { // not from our listener (tests using the handler directly)
+		http.Error(w, "inspectproxy: no connection state", http.StatusInternalServerError)
+		return
+	}
+	if code, msg := s.admit(r); code != 0 {
+		cc.refuse(w, r, code, msg)
+		return
+	}
+	if r.Method == http.MethodConnect {
+		host, _, _ := net.SplitHostPort(r.Host)
+		if s.mitm != nil && s.cfg.MITMFor(host) {
+			s.serveMITM(cc, w, r)
+			return
+		}
+		s.serveTunnel(cc, w, r)
+		return
+	}
+	if !r.URL.IsAbs() {
+		cc.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("inspectproxy is a proxy: request an absolute URL (got %q), or set it as your HTTP proxy", r.RequestURI))
+		return
+	}
+	cc.setKind(event.KindHTTP, r.Host)
+	s.gp.ServeHTTP(w, r)
+}
+
+// admit applies the client allow-list, proxy auth and the self-target
+// rule. It returns 0 to go on, or a status and the reason.
+func (s *Server) admit(r *http.Request) (int, string) {
+	if len(s.allow) > 0 {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil || !s.allowed(ap.Addr().Unmap()) {
+			return http.StatusForbidden, fmt.Sprintf("client %s is not in access.allow_clients", r.RemoteAddr)
+		}
+	}
+	if s.cfg.AuthEnabled() && !checkProxyAuth(r, s.cfg.Access.Username, s.cfg.Access.Password) {
+		return http.StatusProxyAuthRequired, "proxy authentication required"
+	}
+	if r.Method == http.MethodConnect && s.isSelf(r.Host) {
+		return http.StatusForbidden, fmt.Sprintf("CONNECT to the proxy's own address %s refused (loop)", r.Host)
+	}
+	return 0, ""
+}
+
+func (s *Server) allowed(a netip.Addr) bool {
+	for _, p := range s.allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// isSelf reports whether target is one of the proxy's own listeners. A
+// listener on an unspecified address matches any local address at its port.
+func (s *Server) isSelf(target string) bool {
+	th, tp, err := net.SplitHostPort(target)
+	if err != nil {
+		return false
+	}
+	for _, a := range s.self {
+		h, p, err := net.SplitHostPort(a)
+		if err != nil || p != tp {
+			continue
+		}
+		ip, err := netip.ParseAddr(h)
+		if h == th || (err == nil && ip.IsUnspecified()) || th == "localhost" {
+			return true
+		}
+		if tip, err := netip.ParseAddr(th); err == nil && tip.IsLoopback() && ip.IsLoopback() {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) newID() string {
+	return fmt.Sprintf("%s-%d", s.idPrefix, s.nextID.Add(1))
+}
+
+// emit writes a finished event, logs its summary line and tells the observer.
+func (s *Server) emit(ev *event.Event, log *zap.Logger) {
+	s.inspect.check(ev)
+	if err := s.sink.Write(ev); err != nil {
+		log.Error("event not written", zap.Error(err))
+	}
+	logSummary(log, ev)
+	if s.observer != nil {
+		s.observer.ConnClosed(ev)
+	}
+}
