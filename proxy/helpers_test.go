@@ -45,6 +45,13 @@ type harness struct {
 // startProxy runs a proxy with cfg edited by edit, trusting a fresh test CA.
 func startProxy(t *testing.T, edit func(*config.Config)) *harness {
 	t.Helper()
+	return startProxyWith(t, edit, Options{})
+}
+
+// startProxyWith is startProxy with options (MITM, checker); the log and
+// sink are the harness's.
+func startProxyWith(t *testing.T, edit func(*config.Config), o Options) *harness {
+	t.Helper()
 	ca := testpki.NewCA(t, "inspectproxy test root")
 	rootFile := filepath.Join(t.TempDir(), "root.pem")
 	if err := os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600); err != nil {
@@ -58,7 +65,8 @@ func startProxy(t *testing.T, edit func(*config.Config)) *harness {
 		edit(&cfg)
 	}
 	h := &harness{t: t, events: &sink{ch: make(chan *event.Event, 64)}, done: make(chan error, 1), ca: ca}
-	srv, err := New(cfg, Options{Log: zaptest.NewLogger(t), Sink: h.events})
+	o.Log, o.Sink = zaptest.NewLogger(t), h.events
+	srv, err := New(cfg, o)
 	if err != nil {
 		t.Fatal(err)
 	}

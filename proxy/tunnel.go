@@ -184,12 +184,11 @@ func sides(dir tlsinfo.Direction) (src, dst string) {
 func (t *tunnel) pipe(dir tlsinfo.Direction, src, dst *net.TCPConn, early []byte, count *atomic.Int64) {
 	more := true
 	if len(early) > 0 {
-		at := t.cc.since()
+		more = t.tracker.Feed(dir, early, t.cc.since())
 		if err := t.write(dst, early, count); err != nil {
 			t.ended(dir, src, dst, err, true)
 			return
 		}
-		more = t.tracker.Feed(dir, early, at)
 	}
 	if more {
 		var err error
@@ -234,10 +233,13 @@ func (t *tunnel) inspect(dir tlsinfo.Direction, src, dst *net.TCPConn, count *at
 			}
 		}
 		if n > 0 {
+			// Feed before forwarding: the peer's answer can then never reach
+			// the tracker before what it answers.
+			more := t.tracker.Feed(dir, buf[:n], at)
 			if err := t.write(dst, buf[:n], count); err != nil {
 				return false, err, true
 			}
-			if !t.tracker.Feed(dir, buf[:n], at) {
+			if !more {
 				return false, nil, false
 			}
 		}

@@ -1,0 +1,104 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/inspectproxy/inspectproxy/ca"
+	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testpki"
+)
+
+// mitmProxy starts a proxy decrypting every tunnel with a fresh CA and
+// returns a client that trusts that CA only.
+func mitmProxy(t *testing.T) (*harness, *http.Client, *ca.CA) {
+	t.Helper()
+	c, err := ca.Init(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := ca.NewIssuer(c, ca.IssuerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startProxyWith(t, func(cfg *config.Config) { cfg.MITM.Enabled = true }, Options{MITM: iss})
+	pool := x509.NewCertPool()
+	pool.AddCert(c.Certificate())
+	pu, _ := url.Parse("http://" + h.addr)
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: pool}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return h, &http.Client{Transport: tr}, c
+}
+
+func TestMITMRoundTrip(t *testing.T) {
+	h, client, _ := mitmProxy(t)
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "decrypted %s", r.URL.Path)
+	}))
+	up.TLS = &tls.Config{Certificates: []tls.Certificate{h.ca.Leaf(t, testpki.LeafOpts{Key: testpki.ECDSA256})}}
+	up.StartTLS()
+	defer up.Close()
+	target := strings.Replace(up.URL, "127.0.0.1", "localhost", 1)
+	for _, p := range []string{"/one", "/two"} {
+		resp, err := client.Get(target + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "decrypted "+p {
+			t.Fatalf("body %q", b)
+		}
+		// The leaf the proxy showed is its own, for the name asked.
+		leaf := resp.TLS.PeerCertificates[0]
+		if leaf.VerifyHostname("localhost") != nil || leaf.SignatureAlgorithm != x509.ECDSAWithSHA256 {
+			t.Errorf("issued leaf: %v %v", leaf.DNSNames, leaf.SignatureAlgorithm)
+		}
+	}
+	client.CloseIdleConnections()
+	ev := h.event()
+	if ev.Kind != event.KindMITM || len(ev.HTTP) != 2 || len(ev.Upstreams) != 1 {
+		t.Fatalf("kind=%s http=%d upstreams=%d err=%q", ev.Kind, len(ev.HTTP), len(ev.Upstreams), ev.Error)
+	}
+	if ev.TLS == nil || ev.TLS.ClientHello == nil || ev.TLS.JA4 == "" || ev.TLS.SNI != "localhost" {
+		t.Errorf("client side tls %+v", ev.TLS)
+	}
+	ut := ev.Upstreams[0].TLS
+	if ut == nil || ut.ChainSource != event.ChainMITM || ut.Verified == nil || !*ut.Verified || ut.Version != "TLS 1.3" || len(ut.Chain) != 2 || ut.HandshakeMS == nil || ut.OCSPStapled == nil {
+		t.Errorf("upstream tls %+v", ut)
+	}
+	if !ev.HTTP[1].Reused || ev.HTTP[0].UpstreamID != 1 || ev.HTTP[0].Status != 200 || ev.HTTP[0].WaitMS == nil {
+		t.Errorf("requests %+v", ev.HTTP)
+	}
+}
+
+func TestMITMUpstreamNotTrusted(t *testing.T) {
+	h, client, _ := mitmProxy(t)
+	other := testpki.NewCA(t, "not trusted by the proxy")
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	up.TLS = &tls.Config{Certificates: []tls.Certificate{other.Leaf(t, testpki.LeafOpts{})}}
+	up.StartTLS()
+	defer up.Close()
+	resp, err := client.Get(strings.Replace(up.URL, "127.0.0.1", "localhost", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "unknown") {
+		t.Errorf("status %d body %q, want 502 naming the reason", resp.StatusCode, body)
+	}
+	client.CloseIdleConnections()
+	ev := h.event()
+	if ev.Error == "" || len(ev.Upstreams) != 1 || ev.Upstreams[0].TLS == nil || ev.Upstreams[0].TLS.VerifyErrorKind != "unknown_authority" {
+		t.Errorf("error=%q upstreams=%+v", ev.Error, ev.Upstreams)
+	}
+}
