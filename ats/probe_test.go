@@ -41,9 +41,9 @@ var weakServers = []weakServer{
 		c.CipherSuites = []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_RSA_WITH_AES_256_CBC_SHA}
 	}, pattern: "FP FFFF PP FPPP FPPP", reason: "handshake: ", rules: "ats.forward_secrecy"},
 	{name: "RSA 1024 leaf", leaf: testpki.LeafOpts{Key: testpki.RSA1024}, pattern: "FF FFFF FF FFFF FFFF",
-		reason: "ats.cert_key_size: leaf CN=localhost has a 1024-bit RSA key", rules: "ats.cert_key_size,ats.cert_trust"},
+		reason: "ats.cert_key_size: leaf CN=localhost has a 1024-bit RSA key", rules: "ats.cert_key_size"},
 	{name: "SHA-1 leaf", leaf: testpki.LeafOpts{SigAlg: x509.ECDSAWithSHA1}, pattern: "FF FFFF FF FFFF FFFF",
-		reason: "ats.cert_signature_hash: leaf CN=localhost signed with ECDSA-SHA1", rules: "ats.cert_signature_hash,ats.cert_trust"},
+		reason: "ats.cert_signature_hash: leaf CN=localhost signed with ECDSA-SHA1", rules: "ats.cert_signature_hash"},
 	{name: "expired", leaf: testpki.LeafOpts{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}, pattern: "FF FFFF FF FFFF FFFF",
 		reason: "ats.cert_trust: expired", rules: "ats.cert_trust"},
 	{name: "self-signed", leaf: testpki.LeafOpts{SelfSigned: true}, pattern: "FF FFFF FF FFFF FFFF",

@@ -108,8 +108,15 @@ func (n *need) add(l load, r result) {
 		switch v.Rule {
 		case RuleCleartextHTTP:
 			n.insecureHTTP = true
-		case RuleForwardSecrecy, RuleCertKeySize:
+		case RuleForwardSecrecy:
 			n.forwardSecrecy = true
+		case RuleCertKeySize:
+			n.forwardSecrecy = true
+			if l.tls != nil && len(l.tls.Chain) > 0 && l.tls.Chain[0].KeyType == "RSA" {
+				// The exception lifts ATS's check, but iOS 13+ trust still
+				// refuses RSA keys under 2048 bits.
+				n.addUnfixable(v.Rule + " (RSA under 2048 bits: iOS 13+ trust refuses it whatever the plist says)")
+			}
 		case RuleMinTLSVersion:
 			if ver, _ := parseVersion(l.tls.Version); ver < tls.VersionTLS10 {
 				n.addUnfixable(v.Rule + " (" + l.tls.Version + ": no exception allows it)")

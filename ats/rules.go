@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -156,6 +157,10 @@ type result struct {
 
 func (r *result) fail(rule, detail string) {
 	r.violations = append(r.violations, event.Violation{Rule: rule, Detail: detail})
+}
+
+func (r *result) has(rule string) bool {
+	return slices.ContainsFunc(r.violations, func(v event.Violation) bool { return v.Rule == rule })
 }
 
 func (r *result) unseen(rule, detail string) {
@@ -346,11 +351,17 @@ var (
 func checkTrust(r *result, t *event.TLS, p Policy) {
 	var bad []string
 	var unseen string
-	if t.Verified != nil && !*t.Verified {
+	// A weakness another rule already reports is not reported again here;
+	// it is here when that rule was lifted, as iOS 13's trust still refuses it.
+	keyReported := r.has(RuleCertKeySize)
+	hashReported := r.has(RuleCertSignatureHash)
+	// Go's verifier cannot check SHA-1 signatures at all, so such a chain
+	// fails verification for the hash alone, which cert_signature_hash says.
+	if t.Verified != nil && !*t.Verified && !(hashReported && strings.Contains(t.VerifyError, "insecure algorithm")) {
 		bad = append(bad, verifyDetail(t))
 	}
 	if len(t.Chain) > 0 {
-		bad = append(bad, platformTrust(t.Chain)...)
+		bad = append(bad, platformTrust(t.Chain, keyReported, hashReported)...)
 		if p.RequireCT {
 			switch msg, known := ctShortfall(t); {
 			case !known:
@@ -386,16 +397,16 @@ func verifyDetail(t *event.TLS) string {
 // platformTrust applies the requirements Apple's trust evaluation places on
 // every TLS server chain since iOS 13, with or without ATS: no exception
 // key lifts them.
-func platformTrust(chain []tlsinfo.Cert) []string {
+func platformTrust(chain []tlsinfo.Cert, keyReported, hashReported bool) []string {
 	var bad []string
 	for i, c := range chain {
 		if isRoot(c) {
 			continue
 		}
-		if c.KeyType == "RSA" && c.KeyBits < 2048 {
+		if c.KeyType == "RSA" && c.KeyBits < 2048 && !(keyReported && i == 0) {
 			bad = append(bad, fmt.Sprintf("%s %s: %d-bit RSA key is not trusted for TLS (iOS 13+)", position(i), c.Subject, c.KeyBits))
 		}
-		if weakHash(c.SignatureAlgorithm) {
+		if weakHash(c.SignatureAlgorithm) && !hashReported {
 			bad = append(bad, fmt.Sprintf("%s %s: %s signature is not trusted for TLS (iOS 13+)", position(i), c.Subject, c.SignatureAlgorithm))
 		}
 	}

@@ -106,9 +106,7 @@ func (cc *clientConn) closed() {
 				ev.TCP = &ev.Upstreams[0].TCP
 			}
 		}
-		if cc.clientHello != nil {
-			ev.TLS = cc.clientHello
-		}
+		ev.TLS = mitmTLS(cc.clientHello, ev.Upstreams)
 		cc.mu.Unlock()
 		ev.End = time.Now().UTC()
 		cc.s.emit(&ev, cc.log.With(zap.String("target", ev.Target)))
@@ -156,6 +154,27 @@ func tcpEvent(d *timing.Dialed, dialStart time.Duration, cl *timing.Close, up, d
 	}
 	if snap.HalfClose >= 0 {
 		t.HalfCloseMS = timing.MSPtr(snap.HalfClose)
+	}
+	return t
+}
+
+// mitmTLS is a decrypted connection's tls object: the server's handshake as
+// the proxy made it (what ATS judges), with the client's ClientHello and
+// fingerprints from the client's own handshake with the proxy.
+func mitmTLS(client *event.TLS, ups []event.Upstream) *event.TLS {
+	var t *event.TLS
+	for _, u := range ups {
+		if u.TLS != nil {
+			c := *u.TLS
+			t = &c
+			break
+		}
+	}
+	switch {
+	case t == nil:
+		return client
+	case client != nil:
+		t.SNI, t.ClientHello, t.JA3, t.JA3Hash, t.JA4 = client.SNI, client.ClientHello, client.JA3, client.JA3Hash, client.JA4
 	}
 	return t
 }

@@ -68,8 +68,8 @@ func TestMITMRoundTrip(t *testing.T) {
 	if ev.Kind != event.KindMITM || len(ev.HTTP) != 2 || len(ev.Upstreams) != 1 {
 		t.Fatalf("kind=%s http=%d upstreams=%d err=%q", ev.Kind, len(ev.HTTP), len(ev.Upstreams), ev.Error)
 	}
-	if ev.TLS == nil || ev.TLS.ClientHello == nil || ev.TLS.JA4 == "" || ev.TLS.SNI != "localhost" {
-		t.Errorf("client side tls %+v", ev.TLS)
+	if ev.TLS == nil || ev.TLS.ClientHello == nil || ev.TLS.JA4 == "" || ev.TLS.SNI != "localhost" || ev.TLS.ChainSource != event.ChainMITM || ev.TLS.Version != "TLS 1.3" {
+		t.Errorf("tls should be the server's handshake with the client's hello: %+v", ev.TLS)
 	}
 	ut := ev.Upstreams[0].TLS
 	if ut == nil || ut.ChainSource != event.ChainMITM || ut.Verified == nil || !*ut.Verified || ut.Version != "TLS 1.3" || len(ut.Chain) != 2 || ut.HandshakeMS == nil || ut.OCSPStapled == nil {

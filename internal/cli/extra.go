@@ -17,7 +17,7 @@ import (
 
 // extraCommands are the report, ats and ca commands.
 func extraCommands(stdout, stderr io.Writer) []*cobra.Command {
-	return []*cobra.Command{newCA(stdout, stderr)}
+	return []*cobra.Command{newCA(stdout, stderr), newATS(stdout)}
 }
 
 // dataDir resolves the CA directory the way serve does: flag, then
@@ -85,6 +85,11 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 
 // addOptional wires the ATS checker, MITM and metrics when configured.
 func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) error {
+	checker, err := atsChecker(cfg.ATS)
+	if err != nil {
+		return err
+	}
+	o.Checker = checker
 	if cfg.MITM.Enabled || len(cfg.MITM.Hosts) > 0 {
 		c, err := ca.Load(cfg.MITM.DataDir)
 		if err != nil {
