@@ -28,6 +28,7 @@ type clientConn struct {
 	transport *http.Transport
 	upstreams []*upstreamConn
 	opened    bool // the observer was told
+	hasSlot   bool // holds one of limits.max_connections
 	// clientHello is the client's side of a MITM handshake.
 	clientHello *event.TLS
 	once        sync.Once
@@ -110,7 +111,9 @@ func (cc *clientConn) closed() {
 		cc.mu.Unlock()
 		ev.End = time.Now().UTC()
 		cc.s.emit(&ev, cc.log.With(zap.String("target", ev.Target)))
-		cc.s.release()
+		if cc.hasSlot {
+			cc.s.release()
+		}
 	})
 }
 

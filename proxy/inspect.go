@@ -73,6 +73,11 @@ func (in *inspector) check(ev *event.Event) {
 
 // fillTLS sets ev.TLS (or ev.TLSAbsent) from what the tracker saw.
 func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, helloTimedOut bool, log *zap.Logger) {
+	if helloTimedOut {
+		// Inspection gave up waiting; what came after was not parsed as a hello.
+		ev.TLSAbsent = "the client sent nothing within limits.hello_timeout; the tunnel was relayed uninspected"
+		return
+	}
 	if info.NotTLS != "" {
 		ev.TLSAbsent = info.NotTLS
 		return
@@ -81,8 +86,6 @@ func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, 
 		switch {
 		case info.Err != nil:
 			ev.TLSAbsent = "no ClientHello: " + info.Err.Error()
-		case helloTimedOut:
-			ev.TLSAbsent = "the client sent nothing within limits.hello_timeout"
 		default:
 			ev.TLSAbsent = "the client sent no data"
 		}

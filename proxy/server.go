@@ -148,7 +148,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func(addr net
 		ConnState:         s.connState,
 		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
 	}
-	lim := &limitListener{Listener: ln, slots: s.slots, done: make(chan struct{})}
+	lim := &limitListener{Listener: ln, slots: s.slots, done: make(chan struct{}), overflow: s.overflow}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(lim) }()
 	s.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.String("events", s.cfg.Events))
@@ -207,24 +207,43 @@ func (s *Server) waitConns() {
 // limitListener caps concurrent client connections. Unlike
 // netutil.LimitListener it returns the *net.TCPConn itself, so tunnels keep
 // splice(2); the slot is given back when the connection's event is written.
+// A connection over the cap is answered 503 at once rather than left
+// waiting unseen in the kernel's queue.
 type limitListener struct {
 	net.Listener
-	slots chan struct{}
-	done  chan struct{}
+	slots    chan struct{}
+	done     chan struct{}
+	overflow func(net.Conn)
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return c, nil
+		case <-l.done:
+			c.Close()
+			return nil, net.ErrClosed
+		default:
+			go l.overflow(c)
+		}
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.slots
-		return nil, err
-	}
-	return c, nil
+}
+
+// overflow refuses a connection over limits.max_connections, with an event.
+func (s *Server) overflow(c net.Conn) {
+	cc := s.newClientConn(c)
+	msg := fmt.Sprintf("limits.max_connections (%d) reached", s.cfg.Limits.MaxConnections)
+	cc.setError(msg)
+	_ = c.SetWriteDeadline(time.Now().Add(s.cfg.Limits.HeaderTimeout))
+	body := "inspectproxy: " + msg + "\n"
+	fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	_ = c.Close()
+	cc.closed()
 }
 
 func (s *Server) release() { <-s.slots }
@@ -233,6 +252,7 @@ type ctxKey struct{}
 
 func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 	cc := s.newClientConn(c)
+	cc.hasSlot = true
 	s.mu.Lock()
 	s.conns[c] = cc
 	s.mu.Unlock()

@@ -373,5 +373,7 @@ func (t *tunnel) finish() {
 	}
 	t.errMu.Unlock()
 	t.s.emit(&ev, t.log)
-	t.s.release()
+	if t.cc.hasSlot {
+		t.s.release()
+	}
 }
