@@ -1,0 +1,6 @@
+//go:build !race
+
+package report
+
+// memEvents is TestBoundedMemory's input size.
+const memEvents = 50_000
