@@ -122,7 +122,9 @@ func (ex *exchange) gotResponse(resp *http.Response) {
 		if ex.getConn >= 0 && ex.gotConn >= 0 {
 			blocked := ex.gotConn - ex.getConn
 			if ex.newConnDial && ex.upstream != nil {
-				blocked -= ex.upstream.dial.ConnectedAt
+				// The new connection's dial and TLS handshake are in their
+				// own HAR phases (dns, connect, ssl), not in blocked.
+				blocked -= ex.upstream.dial.ConnectedAt + ex.upstream.tlsTime
 			}
 			h.BlockedMS = timing.MSPtr(max(blocked, 0))
 		}
@@ -233,6 +235,8 @@ type upstreamConn struct {
 	dialAt time.Duration
 	err    string
 	tls    *event.TLS
+	// tlsTime is the MITM upstream handshake's length.
+	tlsTime time.Duration
 
 	up, down atomic.Int64
 	close    timing.Close

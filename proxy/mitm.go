@@ -167,7 +167,7 @@ func (cc *clientConn) dialTLSUpstream(ctx context.Context, network, addr string)
 		t.SCTs = ptr(len(st.SignedCertificateTimestamps))
 	}
 	cc.mu.Lock()
-	u.tls = t
+	u.tls, u.tlsTime = t, end-start
 	if herr != nil {
 		u.err = herr.Error()
 	}

@@ -361,7 +361,8 @@ func (t *tunnel) finish() {
 	cc.mu.Unlock()
 	ev.End = time.Now().UTC()
 	if t.dial != nil {
-		tcp := tcpEvent(t.dial, t.dialAt, &t.close, t.up.Load(), t.down.Load(), end)
+		// Like every upstream's, the duration runs from the dial's start.
+		tcp := tcpEvent(t.dial, t.dialAt, &t.close, t.up.Load(), t.down.Load(), end-t.dialAt)
 		ev.TCP = &tcp
 	}
 	if t.server != nil {

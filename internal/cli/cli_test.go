@@ -96,3 +96,27 @@ func TestCAInitExport(t *testing.T) {
 		t.Fatal("init over an existing CA should fail without --force")
 	}
 }
+
+func TestReportCommands(t *testing.T) {
+	const events = "../../report/testdata/events.jsonl"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"report", "-q", events}, "Latency report"},
+		{[]string{"report", "-q", "--format", "har", events}, `"version": "1.2"`},
+		{[]string{"report", "-q", "--format", "csv", events}, "host,"},
+		{[]string{"ats", "report", events}, "ATS report"},
+		{[]string{"ats", "report", "--json", events}, `"domains"`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := Main(context.Background(), tc.args, &out, &errb); code != 0 {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			if !strings.Contains(out.String(), tc.want) {
+				t.Errorf("output lacks %q:\n%.400s", tc.want, out.String())
+			}
+		})
+	}
+}

@@ -17,7 +17,7 @@ import (
 
 // extraCommands are the report, ats and ca commands.
 func extraCommands(stdout, stderr io.Writer) []*cobra.Command {
-	return []*cobra.Command{newCA(stdout, stderr), newATS(stdout)}
+	return []*cobra.Command{newCA(stdout, stderr), newATS(stdout), newReport(stdout, stderr)}
 }
 
 // dataDir resolves the CA directory the way serve does: flag, then
