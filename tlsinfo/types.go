@@ -39,6 +39,8 @@ type ClientHelloRaw struct {
 	SignatureAlgorithms []uint16
 	ECPointFormats      []uint8
 	ALPN                []string
+	// KeyShares are the groups of the key_share extension (TLS 1.3).
+	KeyShares []uint16
 }
 
 // ServerHello is what the server chose.
@@ -62,6 +64,12 @@ type ServerHelloRaw struct {
 	Version       uint16
 	CipherSuite   uint16
 	Extensions    []uint16
+	// KeyShareGroup is the key_share group (the requested group in a
+	// HelloRetryRequest); 0 when absent.
+	KeyShareGroup uint16
+	// PreSharedKey is true when the server accepted a PSK (TLS 1.3
+	// resumption).
+	PreSharedKey bool
 }
 
 // Cert summarises one certificate of a chain.
