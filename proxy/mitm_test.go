@@ -10,11 +10,14 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/inspectproxy/inspectproxy/ats"
 	"github.com/inspectproxy/inspectproxy/ca"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
+	"github.com/inspectproxy/inspectproxy/tlsinfo"
 )
 
 // mitmProxy starts a proxy decrypting every tunnel with a fresh CA and
@@ -39,7 +42,9 @@ func mitmProxy(t *testing.T) (*harness, *http.Client, *ca.CA) {
 }
 
 func TestMITMRoundTrip(t *testing.T) {
-	h, client, _ := mitmProxy(t)
+	h, client, mca := mitmProxy(t)
+	caPool := x509.NewCertPool()
+	caPool.AddCert(mca.Certificate())
 	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "decrypted %s", r.URL.Path)
 	}))
@@ -57,10 +62,14 @@ func TestMITMRoundTrip(t *testing.T) {
 		if string(b) != "decrypted "+p {
 			t.Fatalf("body %q", b)
 		}
-		// The leaf the proxy showed is its own, for the name asked.
+		// The leaf the proxy showed is its own, for the name asked, and
+		// passes the project's own ATS checks as a device would run them.
 		leaf := resp.TLS.PeerCertificates[0]
 		if leaf.VerifyHostname("localhost") != nil || leaf.SignatureAlgorithm != x509.ECDSAWithSHA256 {
 			t.Errorf("issued leaf: %v %v", leaf.DNSNames, leaf.SignatureAlgorithm)
+		}
+		if a := issuedLeafATS(t, resp.TLS, caPool); a.Compliant != ats.Yes {
+			t.Errorf("issued leaf fails ATS: %+v %+v", a.Violations, a.Unknown)
 		}
 	}
 	client.CloseIdleConnections()
@@ -101,4 +110,23 @@ func TestMITMUpstreamNotTrusted(t *testing.T) {
 	if ev.Error == "" || len(ev.Upstreams) != 1 || ev.Upstreams[0].TLS == nil || ev.Upstreams[0].TLS.VerifyErrorKind != "unknown_authority" {
 		t.Errorf("error=%q upstreams=%+v", ev.Error, ev.Upstreams)
 	}
+}
+
+// issuedLeafATS judges the client side of a MITM handshake (the proxy's
+// own certificate) by the ATS rules, trusting the proxy's CA as a device
+// with the CA installed does.
+func issuedLeafATS(t *testing.T, st *tls.ConnectionState, roots *x509.CertPool) *event.ATS {
+	t.Helper()
+	tl := &event.TLS{
+		SNI:     "localhost",
+		Version: tlsinfo.VersionName(st.Version),
+		Cipher:  tlsinfo.CipherSuiteName(st.CipherSuite),
+		Chain:   tlsinfo.SummarizeChain(st.PeerCertificates),
+	}
+	verr := tlsinfo.Verify(st.PeerCertificates, "localhost", roots, time.Now())
+	tl.Verified = ptr(verr == nil)
+	if verr != nil {
+		tl.VerifyError = verr.Error()
+	}
+	return ats.Evaluate(&event.Event{Kind: event.KindTunnel, Target: "localhost:443", TLS: tl}, ats.DefaultPolicy())
 }
