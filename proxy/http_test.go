@@ -139,12 +139,17 @@ func TestAccessControl(t *testing.T) {
 		{"auth right", func(c *config.Config) { c.Access.Username, c.Access.Password = "qa", "secret" }, target, basic("qa", "secret"), 200},
 		{"denied destination", func(c *config.Config) { c.Access.DenyDestinations = []string{"127.0.0.0/8"} }, target, "", 403},
 		{"self", nil, "", "", 403},
+		{"self by name", nil, "localhost", "", 403},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := startProxy(t, tc.edit)
 			tgt := tc.target
-			if tgt == "" {
+			switch tgt {
+			case "":
 				tgt = h.addr
+			case "localhost":
+				_, port, _ := net.SplitHostPort(h.addr)
+				tgt = "localhost:" + port
 			}
 			c, err := net.Dial("tcp", h.addr)
 			if err != nil {

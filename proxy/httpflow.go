@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -41,8 +42,12 @@ func (s *Server) newGoproxy(m MITM) *goproxy.ProxyHttpServer {
 		ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
 			resp, err := cc.roundTrip(req, ex)
 			if err != nil {
-				ex.fail(err.Error())
-				return goproxy.NewResponse(req, goproxy.ContentTypeText, http.StatusBadGateway, "inspectproxy: upstream failed: "+err.Error()+"\n"), nil
+				code := http.StatusBadGateway
+				if errors.Is(err, timing.ErrDenied) {
+					code = http.StatusForbidden
+				}
+				ex.fail(code, err.Error())
+				return goproxy.NewResponse(req, goproxy.ContentTypeText, code, "inspectproxy: upstream failed: "+err.Error()+"\n"), nil
 			}
 			ex.gotResponse(resp)
 			resp.Body = &timedBody{ReadCloser: resp.Body, ex: ex}
@@ -95,8 +100,8 @@ func (ex *exchange) update(f func(h *event.HTTP)) {
 	f(&ex.cc.ev.HTTP[ex.i])
 }
 
-func (ex *exchange) fail(msg string) {
-	ex.update(func(h *event.HTTP) { h.Error = msg; h.Status = http.StatusBadGateway })
+func (ex *exchange) fail(status int, msg string) {
+	ex.update(func(h *event.HTTP) { h.Error = msg; h.Status = status })
 	ex.cc.setError(msg)
 }
 

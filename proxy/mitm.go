@@ -60,8 +60,7 @@ func (mw *mitmWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
-	mc := &mitmClient{Conn: c, cc: mw.cc, tracker: tlsinfo.NewTracker(mw.s.cfg.Limits.InspectBuffer), done: make(chan struct{})}
-	mw.s.tunnels.Add(1)
+	mc := &mitmClient{Conn: c, cc: mw.cc, tracker: tlsinfo.NewTracker(mw.s.cfg.Limits.InspectBuffer), more: true, done: make(chan struct{})}
 	go mc.watchShutdown(mw.s.shutdown)
 	return mc, rw, nil
 }
@@ -72,8 +71,7 @@ type mitmClient struct {
 	net.Conn
 	cc      *clientConn
 	tracker *tlsinfo.Tracker
-	more    bool
-	started bool
+	more    bool // the ClientHello is still being read
 	once    sync.Once
 	done    chan struct{}
 	up      int64
@@ -81,12 +79,8 @@ type mitmClient struct {
 
 func (mc *mitmClient) Read(p []byte) (int, error) {
 	n, err := mc.Conn.Read(p)
-	if n > 0 && (mc.more || !mc.started) {
-		mc.started = true
-		mc.more = mc.tracker.Feed(tlsinfo.ClientToServer, p[:n], mc.cc.since())
-		if mc.tracker.Info().ClientHello != nil {
-			mc.more = false
-		}
+	if n > 0 && mc.more {
+		mc.more = mc.tracker.Feed(tlsinfo.ClientToServer, p[:n], mc.cc.since()) && mc.tracker.Info().ClientHello == nil
 	}
 	return n, err
 }
@@ -113,7 +107,6 @@ func (mc *mitmClient) Close() error {
 		}
 		mc.cc.mu.Unlock()
 		mc.cc.closed()
-		mc.cc.s.tunnels.Done()
 	})
 	return err
 }

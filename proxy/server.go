@@ -51,9 +51,12 @@ type Server struct {
 	nextID   atomic.Uint64
 	slots    chan struct{}
 
-	mu      sync.Mutex
-	conns   map[net.Conn]*clientConn
-	tunnels sync.WaitGroup
+	mu    sync.Mutex
+	conns map[net.Conn]*clientConn // until closed or hijacked
+	// open counts client connections whose event is not written yet;
+	// idle, when set, is closed when open drops to zero.
+	open int
+	idle chan struct{}
 	// self are the proxy's own listening addresses, which tunnels may not target.
 	self []string
 	// shutdown is closed when the grace period is over.
@@ -105,16 +108,19 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	}
 	var deny []netip.Prefix
 	for _, c := range cfg.Access.DenyDestinations {
-		p, _ := config.ParsePrefix(c)
+		p, _ := config.ParsePrefix(c) // checked by Validate
 		deny = append(deny, p)
 	}
-	s.dialer = &timing.Dialer{Timeout: cfg.Limits.DialTimeout, Deny: func(a netip.Addr) bool {
+	s.dialer = &timing.Dialer{Timeout: cfg.Limits.DialTimeout, Deny: func(ap netip.AddrPort) error {
 		for _, p := range deny {
-			if p.Contains(a) {
-				return true
+			if p.Contains(ap.Addr()) {
+				return fmt.Errorf("in access.deny_destinations %s", p)
 			}
 		}
-		return false
+		if s.isSelf(ap) {
+			return errors.New("that is the proxy itself (a loop)")
+		}
+		return nil
 	}}
 	s.gp = s.newGoproxy(o.MITM)
 	return s, nil
@@ -171,17 +177,15 @@ func (s *Server) stop(hs *http.Server, lim *limitListener, errc chan error) erro
 	close(lim.done)
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	tunnelsDone := make(chan struct{})
-	go func() { s.tunnels.Wait(); close(tunnelsDone) }()
-	herr := hs.Shutdown(sctx)
+	allDone := s.whenIdle()
+	herr := hs.Shutdown(sctx) // closes idle connections, waits for busy ones
 	select {
-	case <-tunnelsDone:
+	case <-allDone:
 	case <-sctx.Done():
 	}
 	close(s.shutdown) // cuts tunnels still open
 	_ = hs.Close()    // and plain-HTTP connections still busy
-	<-tunnelsDone
-	s.waitConns()
+	<-allDone
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("proxy: serve: %w", err)
 	}
@@ -189,19 +193,6 @@ func (s *Server) stop(hs *http.Server, lim *limitListener, errc chan error) erro
 		return fmt.Errorf("proxy: shutdown: %w", herr)
 	}
 	return nil
-}
-
-// waitConns waits until every plain-HTTP connection has written its event.
-func (s *Server) waitConns() {
-	for {
-		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // limitListener caps concurrent client connections. Unlike
@@ -236,6 +227,8 @@ func (l *limitListener) Accept() (net.Conn, error) {
 
 // overflow refuses a connection over limits.max_connections, with an event.
 func (s *Server) overflow(c net.Conn) {
+	s.track(1)
+	defer s.track(-1)
 	cc := s.newClientConn(c)
 	msg := fmt.Sprintf("limits.max_connections (%d) reached", s.cfg.Limits.MaxConnections)
 	cc.setError(msg)
@@ -246,7 +239,37 @@ func (s *Server) overflow(c net.Conn) {
 	cc.closed()
 }
 
-func (s *Server) release() { <-s.slots }
+// release gives back a connection's slot once its event is written.
+func (s *Server) release() {
+	<-s.slots
+	s.track(-1)
+}
+
+// track counts open client connections.
+func (s *Server) track(delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open += delta
+	if s.open == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// whenIdle returns a channel closed once no client connection is open. A
+// counter rather than a WaitGroup: connections accepted while shutdown
+// begins still count.
+func (s *Server) whenIdle() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan struct{})
+	if s.open == 0 {
+		close(ch)
+	} else {
+		s.idle = ch
+	}
+	return ch
+}
 
 type ctxKey struct{}
 
@@ -254,6 +277,7 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 	cc := s.newClientConn(c)
 	cc.hasSlot = true
 	s.mu.Lock()
+	s.open++
 	s.conns[c] = cc
 	s.mu.Unlock()
 	return context.WithValue(ctx, ctxKey{}, cc)
@@ -310,8 +334,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.gp.ServeHTTP(w, r)
 }
 
-// admit applies the client allow-list, proxy auth and the self-target
-// rule. It returns 0 to go on, or a status and the reason.
+// admit applies the client allow-list and proxy auth. It returns 0 to go
+// on, or a status and the reason. (Destinations are checked after DNS.)
 func (s *Server) admit(r *http.Request) (int, string) {
 	if len(s.allow) > 0 {
 		ap, err := netip.ParseAddrPort(r.RemoteAddr)
@@ -321,9 +345,6 @@ func (s *Server) admit(r *http.Request) (int, string) {
 	}
 	if s.cfg.AuthEnabled() && !checkProxyAuth(r, s.cfg.Access.Username, s.cfg.Access.Password) {
 		return http.StatusProxyAuthRequired, "proxy authentication required"
-	}
-	if r.Method == http.MethodConnect && s.isSelf(r.Host) {
-		return http.StatusForbidden, fmt.Sprintf("CONNECT to the proxy's own address %s refused (loop)", r.Host)
 	}
 	return 0, ""
 }
@@ -337,24 +358,35 @@ func (s *Server) allowed(a netip.Addr) bool {
 	return false
 }
 
-// isSelf reports whether target is one of the proxy's own listeners. A
-// listener on an unspecified address matches any local address at its port.
-func (s *Server) isSelf(target string) bool {
-	th, tp, err := net.SplitHostPort(target)
+// isSelf reports whether ap is one of the proxy's own listeners, checked
+// after DNS so that no name for this machine gets around it. A listener on
+// an unspecified address is every local address at its port.
+func (s *Server) isSelf(ap netip.AddrPort) bool {
+	for _, a := range s.self {
+		l, err := netip.ParseAddrPort(a)
+		if err != nil || l.Port() != ap.Port() {
+			continue
+		}
+		if l.Addr().Unmap() == ap.Addr() || (l.Addr().IsUnspecified() && isLocalAddr(ap.Addr())) {
+			return true
+		}
+	}
+	return false
+}
+
+func isLocalAddr(a netip.Addr) bool {
+	if a.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return false
 	}
-	for _, a := range s.self {
-		h, p, err := net.SplitHostPort(a)
-		if err != nil || p != tp {
-			continue
-		}
-		ip, err := netip.ParseAddr(h)
-		if h == th || (err == nil && ip.IsUnspecified()) || th == "localhost" {
-			return true
-		}
-		if tip, err := netip.ParseAddr(th); err == nil && tip.IsLoopback() && ip.IsLoopback() {
-			return true
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
+				return true
+			}
 		}
 	}
 	return false

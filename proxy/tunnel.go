@@ -72,8 +72,6 @@ func (s *Server) serveTunnel(cc *clientConn, w http.ResponseWriter, r *http.Requ
 		t.early, _ = rw.Reader.Peek(n)
 		t.early = append([]byte(nil), t.early...)
 	}
-	s.tunnels.Add(1)
-	defer s.tunnels.Done()
 	t.run()
 }
 

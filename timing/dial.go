@@ -18,8 +18,8 @@ type Dialer struct {
 	Timeout time.Duration
 	// Resolver resolves names; nil uses net.DefaultResolver.
 	Resolver *net.Resolver
-	// Deny, when set, refuses addresses it returns true for.
-	Deny func(netip.Addr) bool
+	// Deny, when set, refuses an address by returning why.
+	Deny func(netip.AddrPort) error
 }
 
 // Dialed is the outcome of a dial, filled as far as it got.
@@ -60,12 +60,14 @@ func (d *Dialer) Dial(ctx context.Context, hostport string) (*Dialed, error) {
 	}
 	var errs []error
 	for _, a := range addrs {
-		if d.Deny != nil && d.Deny(a) {
-			errs = append(errs, fmt.Errorf("%w: %s", ErrDenied, a))
-			continue
+		ap := netip.AddrPortFrom(a, uint16(port))
+		if d.Deny != nil {
+			if why := d.Deny(ap); why != nil {
+				errs = append(errs, fmt.Errorf("%w: %s: %w", ErrDenied, ap, why))
+				continue
+			}
 		}
 		res.Attempts++
-		ap := netip.AddrPortFrom(a, uint16(port))
 		t0 := time.Now()
 		var nd net.Dialer
 		c, err := nd.DialContext(ctx, "tcp", ap.String())
