@@ -1,6 +1,10 @@
 package tlsinfo
 
-import "fmt"
+import (
+	"fmt"
+
+	"golang.org/x/crypto/cryptobyte"
+)
 
 // Handshake message types this package acts on (RFC 8446 section 4,
 // RFC 5246 section 7.4, RFC 6066 section 8).
@@ -14,6 +18,110 @@ const (
 )
 
 const handshakeHeaderLen = 4
+
+// Extension code points the parsers read.
+const (
+	extServerName          uint16 = 0
+	extSupportedGroups     uint16 = 10
+	extECPointFormats      uint16 = 11
+	extSignatureAlgorithms uint16 = 13
+	extALPN                uint16 = 16
+	extSessionTicket       uint16 = 35
+	extPreSharedKey        uint16 = 41
+	extEarlyData           uint16 = 42
+	extSupportedVersions   uint16 = 43
+	extKeyShare            uint16 = 51
+)
+
+// msgParser reports where in a handshake message parsing failed.
+type msgParser struct {
+	name string // message name for errors, e.g. "client_hello"
+	msg  []byte
+}
+
+// fail returns an ErrMalformed error locating at (the field's start, saved
+// before reading it: a failed cryptobyte read may have consumed a length)
+// within the message. cryptobyte only ever reslices, so every String read
+// from msg shares its backing array and the difference in capacity is the
+// offset.
+func (p *msgParser) fail(at cryptobyte.String, what string) error {
+	return fmt.Errorf("%w %s: bad %s at byte %d of %d",
+		ErrMalformed, p.name, what, cap(p.msg)-cap(at), len(p.msg))
+}
+
+// body checks the 4-byte handshake header of p.msg and returns the body.
+func (p *msgParser) body(typ uint8) (cryptobyte.String, error) {
+	s := cryptobyte.String(p.msg)
+	var t uint8
+	var body cryptobyte.String
+	if !s.ReadUint8(&t) || !s.ReadUint24LengthPrefixed(&body) || !s.Empty() {
+		return nil, p.fail(cryptobyte.String(p.msg), "handshake header")
+	}
+	if t != typ {
+		return nil, fmt.Errorf("%w: got %s, want %s", ErrUnexpectedMessage, handshakeTypeName(t), p.name)
+	}
+	return body, nil
+}
+
+// extensions reads the extensions block, which must end the message.
+func (p *msgParser) extensions(body *cryptobyte.String) (cryptobyte.String, error) {
+	var exts cryptobyte.String
+	at := *body
+	if !body.ReadUint16LengthPrefixed(&exts) {
+		return nil, p.fail(at, "extensions")
+	}
+	if !body.Empty() {
+		return nil, p.fail(*body, "trailing bytes after extensions")
+	}
+	return exts, nil
+}
+
+// extension reads one extension's type and body.
+func (p *msgParser) extension(exts *cryptobyte.String) (uint16, cryptobyte.String, error) {
+	var typ uint16
+	var data cryptobyte.String
+	at := *exts
+	if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
+		return 0, nil, p.fail(at, "extension header")
+	}
+	return typ, data, nil
+}
+
+// uint16List reads a vector of uint16 values with a 1- or 2-byte length
+// prefix.
+func (p *msgParser) uint16List(s *cryptobyte.String, prefix int, what string) ([]uint16, error) {
+	var list cryptobyte.String
+	var ok bool
+	at := *s
+	if prefix == 1 {
+		ok = s.ReadUint8LengthPrefixed(&list)
+	} else {
+		ok = s.ReadUint16LengthPrefixed(&list)
+	}
+	if !ok || len(list)%2 != 0 {
+		return nil, p.fail(at, what)
+	}
+	out := make([]uint16, 0, len(list)/2)
+	for !list.Empty() {
+		var v uint16
+		list.ReadUint16(&v)
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// names maps wire values to names; nil for none, so that JSON omits the
+// field.
+func names(vals []uint16, name func(uint16) string) []string {
+	if len(vals) == 0 {
+		return nil
+	}
+	out := make([]string, len(vals))
+	for i, v := range vals {
+		out[i] = name(v)
+	}
+	return out
+}
 
 // hsReader reassembles handshake messages from the bodies of consecutive
 // handshake records: a message may span records and a record may hold

@@ -9,6 +9,11 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
+// maxChainLen bounds how many certificates of one Certificate message are
+// parsed: real chains have a handful, and each parse costs CPU a hostile
+// server could otherwise multiply.
+const maxChainLen = 32
+
 // parseCertificate parses a TLS 1.2-and-earlier Certificate message
 // (RFC 5246 section 7.4.2): the framing must be sound (else err), while a
 // certificate x509 cannot parse is reported in certErr and skipped, so one
@@ -33,7 +38,10 @@ func parseCertificate(msg []byte) (certs []*x509.Certificate, certErr, err error
 		ders = append(ders, der)
 	}
 	var errs []error
-	for i, der := range ders {
+	if len(ders) > maxChainLen {
+		errs = append(errs, fmt.Errorf("%d certificates, only the first %d parsed", len(ders), maxChainLen))
+	}
+	for i, der := range ders[:min(len(ders), maxChainLen)] {
 		// Clone: the Certificate keeps slices of its input, and msg may
 		// be the caller's read buffer.
 		cert, err := x509.ParseCertificate(append([]byte(nil), der...))

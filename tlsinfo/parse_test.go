@@ -310,6 +310,17 @@ func TestParseCertificate(t *testing.T) {
 	if !certs[0].Equal(p.rsa.Leaf) {
 		t.Error("certificate changed with the input buffer")
 	}
+	long := handshakeMsg(typeCertificate, func(b *cryptobyte.Builder) {
+		b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) {
+			for range maxChainLen + 5 {
+				b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(p.rsa.Certificate[0]) })
+			}
+		})
+	})
+	certs, certErr, err = parseCertificate(long)
+	if err != nil || len(certs) != maxChainLen || certErr == nil || !strings.Contains(certErr.Error(), "37 certificates, only the first 32 parsed") {
+		t.Errorf("%d certificates parsed, certErr %v, err %v", len(certs), certErr, err)
+	}
 	if _, _, err := parseCertificate(msg[:len(msg)-1]); !errors.Is(err, ErrMalformed) {
 		t.Errorf("truncated certificate message: %v", err)
 	}

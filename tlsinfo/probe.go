@@ -14,7 +14,8 @@ import (
 // spare a dead server a probe per connection, short enough to recover.
 const maxErrorTTL = 10 * time.Second
 
-// ProbeResult is what a side handshake with a server showed.
+// ProbeResult is what a side handshake with a server showed. Results are
+// shared between callers and must not be modified.
 type ProbeResult struct {
 	Certificates []*x509.Certificate
 	Version      uint16

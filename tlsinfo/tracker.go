@@ -85,7 +85,8 @@ type Info struct {
 	// HandshakeDoneAt is when the handshake finished on the wire: for TLS
 	// 1.2 and earlier the later of the two Finished records (each follows
 	// its side's ChangeCipherSpec), for TLS 1.3 the client's first
-	// encrypted record after the ServerHello, which is its Finished.
+	// encrypted record after the ServerHello, which is its Finished (with
+	// a client certificate it is the client's Certificate, a record early).
 	HandshakeDoneAt time.Duration
 	// AppDataUpAt is when the first client application_data record after
 	// the client's Finished started. AppDataDownAt is when the first server
@@ -189,8 +190,9 @@ func (t *Tracker) Feed(dir Direction, p []byte, at time.Duration) (more bool) {
 }
 
 // EOF records that a direction ended (FIN or RST). A record or handshake
-// message left incomplete becomes an ErrTruncated error.
-func (t *Tracker) EOF(dir Direction, at time.Duration) {
+// message left incomplete becomes an ErrTruncated error. The time is not
+// kept: close times are the TCP layer's to report.
+func (t *Tracker) EOF(dir Direction, _ time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	d := &t.dirs[dir]

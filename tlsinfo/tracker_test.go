@@ -88,6 +88,27 @@ func scenarios() []scenario {
 			},
 		},
 		{
+			// TLS 1.0 CBC: Go splits application data 1/n-1 against BEAST.
+			name: "TLS1.0 ECDHE-RSA CBC",
+			server: func(p *pki) *tls.Config {
+				cfg := tls12(p, p.rsa)
+				cfg.MinVersion = tls.VersionTLS10
+				return cfg
+			},
+			client: func(p *pki) *tls.Config {
+				cfg := p.clientConfig()
+				cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS10
+				return cfg
+			},
+			check: func(t *testing.T, p *pki, info Info) {
+				wantVersion(t, info, tls.VersionTLS10)
+				if got := CipherSuiteName(info.CipherSuite); !strings.HasSuffix(got, "_CBC_SHA") {
+					t.Errorf("suite = %s, want a CBC suite", got)
+				}
+				wantChain(t, info, p.rsa)
+			},
+		},
+		{
 			name:   "TLS1.2 resumption",
 			server: func(p *pki) *tls.Config { return tls12(p, p.rsa) },
 			client: func(p *pki) *tls.Config {
