@@ -109,7 +109,7 @@ type TLS struct {
 	Verified    *bool  `json:"verified"`
 	VerifyError string `json:"verify_error,omitempty"`
 	// VerifyErrorKind is a stable word: expired, not_yet_valid, self_signed,
-	// unknown_authority, hostname_mismatch, other.
+	// unknown_authority, hostname_mismatch, incompatible_usage, other.
 	VerifyErrorKind string `json:"verify_error_kind,omitempty"`
 	OCSPStapled     *bool  `json:"ocsp_stapled,omitempty"`
 	SCTs            *int   `json:"scts,omitempty"`

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/inspectproxy/inspectproxy/internal/golden"
 )
 
 func writeGoldenHAR(t *testing.T) []byte {
@@ -27,7 +29,7 @@ func writeGoldenHAR(t *testing.T) []byte {
 }
 
 func TestHARGolden(t *testing.T) {
-	golden(t, "report.har", writeGoldenHAR(t))
+	golden.Check(t, "report.har", writeGoldenHAR(t))
 }
 
 // harSchema compiles the HAR 1.2 schema of the npm package har-schema,

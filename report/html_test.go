@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/html"
+
+	"github.com/inspectproxy/inspectproxy/internal/golden"
 )
 
 func goldenHTML(t *testing.T) []byte {
@@ -163,7 +165,7 @@ func TestHTMLChromium(t *testing.T) {
 	if len(colours) < 50 {
 		t.Errorf("screenshot has %d colours: the page did not render", len(colours))
 	}
-	if *update {
+	if *golden.Update {
 		b, err := os.ReadFile(shot)
 		if err != nil {
 			t.Fatal(err)

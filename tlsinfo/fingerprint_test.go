@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/inspectproxy/inspectproxy/internal/golden"
 )
 
 // TestPublishedFingerprints parses real ClientHello bytes that were
@@ -217,7 +219,7 @@ func TestClientHelloGolden(t *testing.T) {
 			}
 			ja3, hash := JA3(&ch.Raw)
 			out := string(js) + "\nja3: " + ja3 + "\nja3_hash: " + hash + "\nja4: " + JA4(&ch.Raw) + "\nja4_r: " + JA4R(&ch.Raw) + "\n"
-			golden(t, filepath.Join("clienthello", name+".golden"), out)
+			golden.Check(t, filepath.Join("clienthello", name+".golden"), []byte(out))
 		})
 	}
 }

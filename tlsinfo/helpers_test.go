@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -18,8 +17,6 @@ import (
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"go.uber.org/goleak"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
@@ -227,25 +224,6 @@ func readHex(t testing.TB, name string) []byte {
 		t.Fatalf("%s: %v", name, err)
 	}
 	return b
-}
-
-// golden compares got with testdata/name, or rewrites it under -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from golden file (rerun with -update if intended):\ngot:\n%s\nwant:\n%s", name, got, want)
-	}
 }
 
 // pki is the test CA with RSA and ECDSA leaves for localhost.
