@@ -165,6 +165,7 @@ func (t *tunnel) relay() {
 		t.pipe(tlsinfo.ServerToClient, t.server, t.client, nil, &t.down)
 	}()
 	wg.Wait()
+	t.aborted.Store(true) // both directions are over; timers stand down
 	_ = t.client.Close()
 	_ = t.server.Close()
 }
@@ -333,6 +334,9 @@ func (t *tunnel) watchIdle() *time.Timer {
 	d := t.s.cfg.Limits.IdleTimeout
 	var tm *time.Timer
 	tm = time.AfterFunc(d, func() {
+		if t.aborted.Load() {
+			return // ended meanwhile: do not re-arm
+		}
 		ci, ok1 := timing.Info(t.client)
 		si, ok2 := timing.Info(t.server)
 		if ok1 && ok2 {
