@@ -60,8 +60,8 @@ func (mw *mitmWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
-	mc := &mitmClient{Conn: c, cc: mw.cc, tracker: tlsinfo.NewTracker(mw.s.cfg.Limits.InspectBuffer), more: true, done: make(chan struct{})}
-	go mc.watchShutdown(mw.s.shutdown)
+	mc := &mitmClient{Conn: c, cc: mw.cc, tracker: tlsinfo.NewTracker(mw.s.cfg.Limits.InspectBuffer), more: true}
+	mc.uncut = mw.s.onCut(mc, func() { _ = c.Close() })
 	return mc, rw, nil
 }
 
@@ -73,8 +73,7 @@ type mitmClient struct {
 	tracker *tlsinfo.Tracker
 	more    bool // the ClientHello is still being read
 	once    sync.Once
-	done    chan struct{}
-	up      int64
+	uncut   func()
 }
 
 func (mc *mitmClient) Read(p []byte) (int, error) {
@@ -85,18 +84,10 @@ func (mc *mitmClient) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (mc *mitmClient) watchShutdown(shutdown <-chan struct{}) {
-	select {
-	case <-shutdown:
-		_ = mc.Conn.Close()
-	case <-mc.done:
-	}
-}
-
 func (mc *mitmClient) Close() error {
 	err := mc.Conn.Close()
 	mc.once.Do(func() {
-		close(mc.done)
+		mc.uncut()
 		info := mc.tracker.Info()
 		mc.cc.mu.Lock()
 		if ch := info.ClientHello; ch != nil {

@@ -59,8 +59,9 @@ type Server struct {
 	idle chan struct{}
 	// self are the proxy's own listening addresses, which tunnels may not target.
 	self []string
-	// shutdown is closed when the grace period is over.
-	shutdown chan struct{}
+	// cutters end connections that outlive the shutdown grace period; nil
+	// once it is over, so later ones are cut at once.
+	cutters map[any]func()
 }
 
 // Options are the parts of a Server that are not configuration values.
@@ -99,7 +100,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		idPrefix: randomHex(3),
 		slots:    make(chan struct{}, cfg.Limits.MaxConnections),
 		conns:    make(map[net.Conn]*clientConn),
-		shutdown: make(chan struct{}),
+		cutters:  make(map[any]func()),
 		self:     o.Self,
 	}
 	for _, c := range cfg.Access.AllowClients {
@@ -183,8 +184,8 @@ func (s *Server) stop(hs *http.Server, lim *limitListener, errc chan error) erro
 	case <-allDone:
 	case <-sctx.Done():
 	}
-	close(s.shutdown) // cuts tunnels still open
-	_ = hs.Close()    // and plain-HTTP connections still busy
+	s.cutAll()     // cuts tunnels still open
+	_ = hs.Close() // and plain-HTTP connections still busy
 	<-allDone
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("proxy: serve: %w", err)
@@ -237,6 +238,35 @@ func (s *Server) overflow(c net.Conn) {
 	fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 	_ = c.Close()
 	cc.closed()
+}
+
+// onCut registers cut to end a long-lived connection when the shutdown
+// grace period is over; the returned func unregisters it. One map entry
+// instead of a watcher goroutine per tunnel keeps idle tunnels cheap.
+func (s *Server) onCut(key any, cut func()) (done func()) {
+	s.mu.Lock()
+	if s.cutters == nil { // already past the grace period
+		s.mu.Unlock()
+		cut()
+		return func() {}
+	}
+	s.cutters[key] = cut
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.cutters, key)
+	}
+}
+
+func (s *Server) cutAll() {
+	s.mu.Lock()
+	cs := s.cutters
+	s.cutters = nil
+	s.mu.Unlock()
+	for _, cut := range cs {
+		cut()
+	}
 }
 
 // release gives back a connection's slot once its event is written.

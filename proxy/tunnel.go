@@ -140,31 +140,22 @@ func (t *tunnel) reply(code int, body string) error {
 	return err
 }
 
-// relay runs both directions and the timers that bound the tunnel.
+// relay runs both directions, one on this goroutine, and the timers that
+// bound the tunnel.
 func (t *tunnel) relay() {
 	idle := t.watchIdle()
 	defer idle.Stop()
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() { // graceful shutdown's deadline cuts tunnels still open
-		select {
-		case <-t.s.shutdown:
-			t.close.Timeout("shutdown")
-			t.abort()
-		case <-stop:
-		}
-	}()
-	var wg sync.WaitGroup
-	wg.Add(2)
+	defer t.s.onCut(t, func() {
+		t.close.Timeout("shutdown")
+		t.abort()
+	})()
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		t.pipe(tlsinfo.ClientToServer, t.client, t.server, t.early, &t.up)
-	}()
-	go func() {
-		defer wg.Done()
+		defer close(done)
 		t.pipe(tlsinfo.ServerToClient, t.server, t.client, nil, &t.down)
 	}()
-	wg.Wait()
+	t.pipe(tlsinfo.ClientToServer, t.client, t.server, t.early, &t.up)
+	<-done
 	t.aborted.Store(true) // both directions are over; timers stand down
 	_ = t.client.Close()
 	_ = t.server.Close()
