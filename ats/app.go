@@ -193,6 +193,7 @@ func (a *AppPolicy) Evaluate(ev *event.Event) *event.AppVerdict {
 		v := a.evaluateLoad(l)
 		out.Allowed = out.Allowed && v.allowed()
 		out.Violations = append(out.Violations, v.res.violations...)
+		out.Unknown = append(out.Unknown, v.res.unknown...)
 		if v.domain != "" && !slices.Contains(domains, v.domain) {
 			domains = append(domains, v.domain)
 		}

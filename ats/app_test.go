@@ -187,6 +187,9 @@ func TestAppEvaluate(t *testing.T) {
 			if !tc.allowed && strings.HasPrefix(v.Reason, "blocked") && len(v.Violations) == 0 {
 				t.Errorf("blocked without violations")
 			}
+			if strings.Contains(v.Reason, "not established") && len(v.Unknown) == 0 {
+				t.Errorf("not established, but no unknown facts listed: %+v", v)
+			}
 		})
 	}
 }

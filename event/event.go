@@ -170,4 +170,6 @@ type AppVerdict struct {
 	Key        string      `json:"key,omitempty"`    // the key that allowed it
 	Reason     string      `json:"reason,omitempty"`
 	Violations []Violation `json:"violations,omitempty"`
+	// Unknown lists facts not seen; Allowed is then false, not established.
+	Unknown []Violation `json:"unknown,omitempty"`
 }
