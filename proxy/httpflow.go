@@ -274,9 +274,14 @@ func (u *upstreamConn) Write(p []byte) (int, error) {
 }
 
 // Close is the proxy ending the connection: its FIN, unless the server's
-// came first.
+// came first. The transport often closes a "Connection: close" response's
+// connection without reading to the server's FIN, so the kernel is asked
+// whether that FIN is already there (its time is then when it was noticed).
 func (u *upstreamConn) Close() error {
 	at := u.cc.since()
+	if si, ok := timing.Info(u.TCPConn); ok && si.PeerFIN {
+		u.close.FIN(event.SideServer, at)
+	}
 	u.close.FIN(event.SideProxy, at)
 	u.mu.Lock()
 	if !u.closed {

@@ -12,6 +12,9 @@ type SockInfo struct {
 	// Closed is true once the socket is in TCP_CLOSE: it was reset, or
 	// both FINs were exchanged and acknowledged.
 	Closed bool
+	// PeerFIN is true once the peer's FIN has arrived (CLOSE_WAIT or later),
+	// whether or not anyone has read up to it.
+	PeerFIN bool
 	// SinceRecv is the time since data last arrived from the peer.
 	SinceRecv time.Duration
 }
@@ -29,6 +32,7 @@ func Info(c *net.TCPConn) (info SockInfo, ok bool) {
 	}
 	return SockInfo{
 		Closed:    ti.State == unix.BPF_TCP_CLOSE,
+		PeerFIN:   ti.State == unix.BPF_TCP_CLOSE_WAIT || ti.State == unix.BPF_TCP_LAST_ACK || ti.State == unix.BPF_TCP_CLOSING || ti.State == unix.BPF_TCP_TIME_WAIT,
 		SinceRecv: time.Duration(ti.Last_data_recv) * time.Millisecond,
 	}, true
 }

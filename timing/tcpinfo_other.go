@@ -10,6 +10,7 @@ import (
 // SockInfo is what the kernel knows of a TCP socket.
 type SockInfo struct {
 	Closed    bool
+	PeerFIN   bool
 	SinceRecv time.Duration
 }
 
