@@ -3,7 +3,6 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"io"
 	"net"
 	"slices"
 	"strings"
@@ -54,15 +53,7 @@ func TestATSThroughProxy(t *testing.T) {
 				ccfg = tc.client.Clone()
 			}
 			ccfg.ServerName, ccfg.InsecureSkipVerify = "localhost", true // the client lets it through; the proxy judges
-			raw := h.connect(srv.Addr)
-			c := tls.Client(raw, ccfg)
-			if err := c.Handshake(); err != nil {
-				t.Fatalf("handshake: %v", err)
-			}
-			echo(t, c, []byte("x"))
-			_ = raw.CloseWrite()
-			_, _ = io.Copy(io.Discard, c)
-			c.Close()
+			h.tlsThrough(srv.Addr, ccfg)
 			ev := h.event()
 			a := ev.ATS
 			if a == nil {

@@ -162,3 +162,34 @@ func tcpServer(t *testing.T, handle func(*net.TCPConn)) string {
 func tlsServerConfig(cert tls.Certificate) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{cert}}
 }
+
+// tlsThrough runs a TLS client through a tunnel to addr: handshake, one
+// echo, then a client-first close (our FIN without close_notify, which
+// would race the server's close against our FIN), waiting for the server's.
+func (h *harness) tlsThrough(addr string, cfg *tls.Config) {
+	h.t.Helper()
+	raw := h.connect(addr)
+	c := tls.Client(raw, cfg)
+	if err := c.Handshake(); err != nil {
+		h.t.Fatalf("handshake through the proxy: %v", err)
+	}
+	echo(h.t, c, []byte("hello through the tunnel"))
+	_ = raw.CloseWrite()
+	_, _ = io.Copy(io.Discard, c)
+	c.Close()
+}
+
+// get fetches url with cl and returns the body.
+func get(t *testing.T, cl *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := cl.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("body of %s: %v", url, err)
+	}
+	return resp, string(b)
+}

@@ -29,13 +29,7 @@ func TestPlainHTTPReuse(t *testing.T) {
 	tr := &http.Transport{Proxy: http.ProxyURL(pu), MaxConnsPerHost: 1}
 	cl := &http.Client{Transport: tr}
 	for _, p := range []string{"/a", "/b"} {
-		resp, err := cl.Get(up.URL + p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(b) != "hello "+p {
+		if _, b := get(t, cl, up.URL+p); b != "hello "+p {
 			t.Fatalf("body %q", b)
 		}
 	}
@@ -212,12 +206,7 @@ func TestPlainHTTPServerCloses(t *testing.T) {
 	})
 	pu, _ := url.Parse("http://" + h.addr)
 	cl := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
-	resp, err := cl.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	get(t, cl, "http://"+addr+"/")
 	cl.CloseIdleConnections()
 	ev := h.event()
 	if len(ev.Upstreams) != 1 || ev.Upstreams[0].TCP.FirstFIN != event.SideServer {

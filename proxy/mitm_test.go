@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -53,13 +52,8 @@ func TestMITMRoundTrip(t *testing.T) {
 	defer up.Close()
 	target := strings.Replace(up.URL, "127.0.0.1", "localhost", 1)
 	for _, p := range []string{"/one", "/two"} {
-		resp, err := client.Get(target + p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(b) != "decrypted "+p {
+		resp, b := get(t, client, target+p)
+		if b != "decrypted "+p {
 			t.Fatalf("body %q", b)
 		}
 		// The leaf the proxy showed is its own, for the name asked, and
@@ -96,13 +90,8 @@ func TestMITMUpstreamNotTrusted(t *testing.T) {
 	up.TLS = &tls.Config{Certificates: []tls.Certificate{other.Leaf(t, testpki.LeafOpts{})}}
 	up.StartTLS()
 	defer up.Close()
-	resp, err := client.Get(strings.Replace(up.URL, "127.0.0.1", "localhost", 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "unknown") {
+	resp, body := get(t, client, strings.Replace(up.URL, "127.0.0.1", "localhost", 1))
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "unknown") {
 		t.Errorf("status %d body %q, want 502 naming the reason", resp.StatusCode, body)
 	}
 	client.CloseIdleConnections()
