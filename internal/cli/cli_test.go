@@ -28,7 +28,7 @@ func TestServeWritesEventsAndStops(t *testing.T) {
 	ready := make(chan net.Addr, 1)
 	var stderr bytes.Buffer
 	cmd := newServe(&stderr, func(a net.Addr) { ready <- a })
-	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--events", events, "--log-format", "json"})
+	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--events", events, "--log-format", "json", "--ats-plist", "../../ats/testdata/Info.plist"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
@@ -62,6 +62,11 @@ func TestServeWritesEventsAndStops(t *testing.T) {
 	}
 	if ev.Kind != event.KindHTTP || len(ev.HTTP) != 1 || ev.HTTP[0].Status != 200 {
 		t.Errorf("event %+v", ev)
+	}
+	// Plain HTTP breaks ATS; the app's plist (NSAllowsLocalNetworking)
+	// allows it for 127.0.0.1.
+	if a := ev.ATS; a == nil || a.Compliant != "no" || a.App == nil || !a.App.Allowed || !strings.Contains(a.App.Key, "NSAllowsLocalNetworking") {
+		t.Errorf("ats verdict %+v", a)
 	}
 	if !strings.Contains(stderr.String(), `"msg":"connection"`) {
 		t.Errorf("no JSON log line per connection:\n%s", stderr.String())
