@@ -213,3 +213,37 @@ func TestPlainHTTPServerCloses(t *testing.T) {
 		t.Errorf("upstreams %+v, want the server's FIN first", ev.Upstreams)
 	}
 }
+
+// TestPlainHTTPUpgrade relays a protocol upgrade (as WebSocket does) and
+// the bytes after it.
+func TestPlainHTTPUpgrade(t *testing.T) {
+	h := startProxy(t, nil)
+	addr := tcpServer(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		line, _ := br.ReadString('\n')
+		_, _ = io.WriteString(c, "echo "+line)
+	})
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET http://%s/ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", addr, addr)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	fmt.Fprint(c, "ping\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "echo ping\n" {
+		t.Fatalf("after the upgrade: %q %v", line, err)
+	}
+	c.Close()
+	if ev := h.event(); len(ev.HTTP) != 1 || ev.HTTP[0].Status != http.StatusSwitchingProtocols {
+		t.Errorf("event http %+v", ev.HTTP)
+	}
+}

@@ -50,6 +50,12 @@ func (s *Server) newGoproxy(m MITM) *goproxy.ProxyHttpServer {
 				return goproxy.NewResponse(req, goproxy.ContentTypeText, code, "inspectproxy: upstream failed: "+err.Error()+"\n"), nil
 			}
 			ex.gotResponse(resp)
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				// goproxy needs the body's io.ReadWriter for the upgraded
+				// (WebSocket) stream; there is no receive phase to time.
+				ex.done()
+				return resp, nil
+			}
 			resp.Body = &timedBody{ReadCloser: resp.Body, ex: ex}
 			return resp, nil
 		})

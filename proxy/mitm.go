@@ -38,66 +38,83 @@ func (s *Server) setupMITM(gp *goproxy.ProxyHttpServer, m MITM) {
 	})
 }
 
-// serveMITM hands a CONNECT to goproxy's MITM. The response writer's
-// Hijack is wrapped so the proxy sees the client's ClientHello and the
-// moment the connection closes, which goproxy does not report.
+// serveMITM hands a CONNECT to goproxy's MITM, watching the client's
+// ClientHello as it passes.
 func (s *Server) serveMITM(cc *clientConn, w http.ResponseWriter, r *http.Request) {
 	cc.setKind(event.KindMITM, r.Host)
-	s.gp.ServeHTTP(&mitmWriter{ResponseWriter: w, s: s, cc: cc}, r)
+	s.gp.ServeHTTP(&hijackWatcher{ResponseWriter: w, s: s, cc: cc, hello: true}, r)
 }
 
-type mitmWriter struct {
+// hijackWatcher wraps the response writer goproxy gets, so that when
+// goproxy hijacks the connection (MITM, WebSocket upgrades) the proxy still
+// sees the moment it closes, which goproxy does not report, and, for MITM,
+// the client's ClientHello.
+type hijackWatcher struct {
 	http.ResponseWriter
-	s  *Server
-	cc *clientConn
+	s     *Server
+	cc    *clientConn
+	hello bool
+	conn  *watchedConn // once hijacked
 }
 
-var _ http.Hijacker = (*mitmWriter)(nil)
+var _ http.Hijacker = (*hijackWatcher)(nil)
 
-func (mw *mitmWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, rw, err := http.NewResponseController(mw.ResponseWriter).Hijack()
+func (hw *hijackWatcher) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(hw.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
-	mc := &mitmClient{Conn: c, cc: mw.cc, tracker: tlsinfo.NewTracker(mw.s.cfg.Limits.InspectBuffer), more: true}
-	mc.uncut = mw.s.onCut(mc, func() { _ = c.Close() })
-	return mc, rw, nil
+	wc := &watchedConn{Conn: c, cc: hw.cc}
+	if hw.hello {
+		wc.tracker = tlsinfo.NewTracker(hw.s.cfg.Limits.InspectBuffer)
+	}
+	wc.uncut = hw.s.onCut(wc, func() { _ = c.Close() })
+	hw.conn = wc
+	return wc, rw, nil
 }
 
-// mitmClient is a decrypted client connection as goproxy sees it: reads
-// feed the ClientHello tracker, Close writes the event.
-type mitmClient struct {
+// watchedConn is a client connection goproxy hijacked: reads feed the
+// ClientHello tracker (MITM), Close writes the event.
+type watchedConn struct {
 	net.Conn
 	cc      *clientConn
-	tracker *tlsinfo.Tracker
-	more    bool // the ClientHello is still being read
+	tracker *tlsinfo.Tracker // nil once the ClientHello is read, or for upgrades
 	once    sync.Once
 	uncut   func()
 }
 
-func (mc *mitmClient) Read(p []byte) (int, error) {
-	n, err := mc.Conn.Read(p)
-	if n > 0 && mc.more {
-		mc.more = mc.tracker.Feed(tlsinfo.ClientToServer, p[:n], mc.cc.since()) && mc.tracker.Info().ClientHello == nil
+func (wc *watchedConn) Read(p []byte) (int, error) {
+	n, err := wc.Conn.Read(p)
+	if n > 0 && wc.tracker != nil {
+		if !wc.tracker.Feed(tlsinfo.ClientToServer, p[:n], wc.cc.since()) || wc.tracker.Info().ClientHello != nil {
+			wc.keepHello()
+		}
 	}
 	return n, err
 }
 
-func (mc *mitmClient) Close() error {
-	err := mc.Conn.Close()
-	mc.once.Do(func() {
-		mc.uncut()
-		info := mc.tracker.Info()
-		mc.cc.mu.Lock()
-		if ch := info.ClientHello; ch != nil {
-			mc.cc.clientHello = &event.TLS{
-				SNI: ch.SNI, ClientHello: ch, JA3: info.JA3, JA3Hash: info.JA3Hash, JA4: info.JA4,
-				ClientHelloMS: timing.MSPtr(info.ClientHelloAt),
-			}
-		}
-		mc.cc.mu.Unlock()
-		mc.cc.closed()
+// keepHello stores what the tracker saw and stops feeding it.
+func (wc *watchedConn) keepHello() {
+	info := wc.tracker.Info()
+	wc.tracker = nil
+	ch := info.ClientHello
+	if ch == nil {
+		return
+	}
+	wc.cc.mu.Lock()
+	defer wc.cc.mu.Unlock()
+	wc.cc.clientHello = &event.TLS{
+		SNI: ch.SNI, ClientHello: ch, JA3: info.JA3, JA3Hash: info.JA3Hash, JA4: info.JA4,
+		ClientHelloMS: timing.MSPtr(info.ClientHelloAt),
+	}
+}
+
+func (wc *watchedConn) Close() error {
+	err := wc.Conn.Close()
+	wc.once.Do(func() {
+		wc.uncut()
+		wc.cc.closed()
 	})
 	return err
 }

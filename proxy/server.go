@@ -361,7 +361,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cc.setKind(event.KindHTTP, r.Host)
-	s.gp.ServeHTTP(w, r)
+	hw := &hijackWatcher{ResponseWriter: w, s: s, cc: cc}
+	s.gp.ServeHTTP(hw, r)
+	if hw.conn != nil {
+		// goproxy hijacked it for an upgrade (WebSocket) and, once either
+		// side has closed, returns without closing it.
+		_ = hw.conn.Close()
+	}
 }
 
 // admit applies the client allow-list and proxy auth. It returns 0 to go
