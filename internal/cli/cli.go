@@ -65,7 +65,7 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.String("log-format", "", "console or json (default console)")
 	f.String("log-level", "", "debug, info, warn or error (default info)")
 	f.StringSlice("allow-clients", nil, "client networks allowed, CIDR (required to listen beyond loopback, or use proxy auth)")
-	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (see `inspectproxy ca init`)")
+	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
 	for flag, key := range map[string]string{
