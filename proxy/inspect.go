@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,6 +31,48 @@ type inspector struct {
 	prober       *tlsinfo.Prober
 	probeTimeout time.Duration
 	checker      Checker
+
+	// verified caches chain verdicts: most connections to a host show the
+	// same chain, and verifying it was a fifth of a tunnel's CPU.
+	mu       sync.Mutex
+	verified map[string]verdict
+}
+
+type verdict struct {
+	err     error
+	expires time.Time
+}
+
+// verifyCacheSize bounds the verdict cache; past it, it starts afresh.
+const verifyCacheSize = 4096
+
+// verify is tlsinfo.Verify, cached per host and chain for a minute, and
+// never past a certificate's expiry.
+func (in *inspector) verify(certs []*x509.Certificate, chain []tlsinfo.Cert, host string) error {
+	var key strings.Builder
+	key.WriteString(host)
+	expires := time.Now().Add(time.Minute)
+	for _, c := range chain {
+		key.WriteString("|" + c.SHA256)
+		if c.NotAfter.Before(expires) {
+			expires = c.NotAfter
+		}
+	}
+	now := time.Now()
+	in.mu.Lock()
+	v, ok := in.verified[key.String()]
+	in.mu.Unlock()
+	if ok && now.Before(v.expires) {
+		return v.err
+	}
+	err := tlsinfo.Verify(certs, host, in.roots, now)
+	in.mu.Lock()
+	if len(in.verified) >= verifyCacheSize {
+		in.verified = make(map[string]verdict)
+	}
+	in.verified[key.String()] = verdict{err: err, expires: expires}
+	in.mu.Unlock()
+	return err
 }
 
 func newInspector(cfg config.Config, checker Checker) (*inspector, error) {
@@ -36,7 +80,7 @@ func newInspector(cfg config.Config, checker Checker) (*inspector, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &inspector{roots: roots, probeTimeout: cfg.TLS.ProbeTimeout, checker: checker}
+	in := &inspector{roots: roots, probeTimeout: cfg.TLS.ProbeTimeout, checker: checker, verified: make(map[string]verdict)}
 	if cfg.TLS.Probe {
 		in.prober = tlsinfo.NewProber(cfg.TLS.ProbeTimeout, cfg.TLS.ProbeTTL)
 	}
@@ -150,7 +194,7 @@ func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, 
 		return
 	}
 	t.Chain = tlsinfo.SummarizeChain(certs)
-	err := tlsinfo.Verify(certs, host, in.roots, time.Now())
+	err := in.verify(certs, t.Chain, host)
 	t.Verified = ptr(err == nil)
 	if err != nil {
 		t.VerifyError = err.Error()

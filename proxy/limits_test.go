@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zaptest"
+
 	"github.com/inspectproxy/inspectproxy/config"
 )
 
@@ -146,5 +148,20 @@ func silentAfterFIN(c *net.TCPConn) {
 		case err != nil:
 			return
 		}
+	}
+}
+
+func TestConnectionCapFitsFileLimit(t *testing.T) {
+	limit, ok := openFileLimit()
+	if !ok {
+		t.Skip("no file limit on this platform")
+	}
+	log := zaptest.NewLogger(t)
+	if got := connectionCap(10, log); got != 10 {
+		t.Errorf("a small cap is kept: %d", got)
+	}
+	huge := int(limit) // more connections than descriptors
+	if got := connectionCap(huge, log); got >= huge || got*fdsPerConn > int(limit) {
+		t.Errorf("cap %d for a limit of %d descriptors", got, limit)
 	}
 }

@@ -98,7 +98,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		observer: o.Observer,
 		inspect:  insp,
 		idPrefix: randomHex(3),
-		slots:    make(chan struct{}, cfg.Limits.MaxConnections),
+		slots:    make(chan struct{}, connectionCap(cfg.Limits.MaxConnections, o.Log)),
 		conns:    make(map[net.Conn]*clientConn),
 		cutters:  make(map[any]func()),
 		self:     o.Self,
@@ -125,6 +125,28 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	}}
 	s.gp = s.newGoproxy(o.MITM)
 	return s, nil
+}
+
+// fdsPerConn is what one tunnel can hold: two sockets and, while both
+// directions splice, a pipe pair each.
+const fdsPerConn = 6
+
+// connectionCap lowers max_connections to what the file descriptor limit
+// allows, so that a client over it gets a clear 503 rather than a 502 for
+// "too many open files" on the upstream dial.
+func connectionCap(want int, log *zap.Logger) int {
+	limit, ok := openFileLimit()
+	if !ok {
+		return want
+	}
+	const reserve = 64 // listeners, the events file, probes, DNS
+	if afford := (int64(limit) - reserve) / fdsPerConn; afford < int64(want) {
+		afford = max(afford, 1)
+		log.Warn("limits.max_connections lowered to fit the open-file limit; raise it with ulimit -n",
+			zap.Int("max_connections", want), zap.Int64("effective", afford), zap.Uint64("nofile", limit), zap.Int("fds_per_connection", fdsPerConn))
+		return int(afford)
+	}
+	return want
 }
 
 func randomHex(n int) string {
@@ -231,7 +253,7 @@ func (s *Server) overflow(c net.Conn) {
 	s.track(1)
 	defer s.track(-1)
 	cc := s.newClientConn(c)
-	msg := fmt.Sprintf("limits.max_connections (%d) reached", s.cfg.Limits.MaxConnections)
+	msg := fmt.Sprintf("limits.max_connections (%d) reached", cap(s.slots))
 	cc.setError(msg)
 	_ = c.SetWriteDeadline(time.Now().Add(s.cfg.Limits.HeaderTimeout))
 	body := "inspectproxy: " + msg + "\n"
