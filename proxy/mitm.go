@@ -133,6 +133,9 @@ func (cc *clientConn) dialTLSUpstream(ctx context.Context, network, addr string)
 	cfg := &tls.Config{
 		ServerName: host,
 		NextProtos: []string{"http/1.1"},
+		// Shared by every client connection's transport, so the upstream
+		// leg resumes sessions as one browser would.
+		ClientSessionCache: cc.s.sessions,
 		// Verification is done in VerifyConnection with tlsinfo.Verify, so
 		// the event gets the chain and a classified reason even on failure.
 		InsecureSkipVerify: true, //nolint:gosec // verified below

@@ -81,6 +81,13 @@ func TestMITMRoundTrip(t *testing.T) {
 	if !ev.HTTP[1].Reused || ev.HTTP[0].UpstreamID != 1 || ev.HTTP[0].Status != 200 || ev.HTTP[0].WaitMS == nil {
 		t.Errorf("requests %+v", ev.HTTP)
 	}
+	// A second client connection resumes the proxy's upstream session.
+	client.CloseIdleConnections()
+	get(t, client, target+"/three")
+	client.CloseIdleConnections()
+	if ev := h.event(); ev.TLS == nil || !ev.TLS.Resumed || ev.TLS.Verified == nil || !*ev.TLS.Verified {
+		t.Errorf("second connection's upstream tls %+v", ev.TLS)
+	}
 }
 
 func TestMITMUpstreamNotTrusted(t *testing.T) {

@@ -6,6 +6,7 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -46,6 +47,7 @@ type Server struct {
 	dialer   *timing.Dialer
 	gp       *goproxy.ProxyHttpServer
 	mitm     MITM
+	sessions tls.ClientSessionCache // MITM upstream sessions
 	allow    []netip.Prefix
 	idPrefix string
 	nextID   atomic.Uint64
@@ -101,6 +103,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		slots:    make(chan struct{}, connectionCap(cfg.Limits.MaxConnections, o.Log)),
 		conns:    make(map[net.Conn]*clientConn),
 		cutters:  make(map[any]func()),
+		sessions: tls.NewLRUClientSessionCache(1024),
 		self:     o.Self,
 	}
 	for _, c := range cfg.Access.AllowClients {
