@@ -34,7 +34,7 @@ func (s *sink) Write(ev *event.Event) error { s.ch <- ev; return nil }
 
 // harness is a running proxy on loopback.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	addr   string
 	events *sink
 	cancel context.CancelFunc
@@ -43,14 +43,14 @@ type harness struct {
 }
 
 // startProxy runs a proxy with cfg edited by edit, trusting a fresh test CA.
-func startProxy(t *testing.T, edit func(*config.Config)) *harness {
+func startProxy(t testing.TB, edit func(*config.Config)) *harness {
 	t.Helper()
 	return startProxyWith(t, edit, Options{})
 }
 
 // startProxyWith is startProxy with options (MITM, checker); the log and
 // sink are the harness's.
-func startProxyWith(t *testing.T, edit func(*config.Config), o Options) *harness {
+func startProxyWith(t testing.TB, edit func(*config.Config), o Options) *harness {
 	t.Helper()
 	ca := testpki.NewCA(t, "inspectproxy test root")
 	rootFile := filepath.Join(t.TempDir(), "root.pem")
@@ -65,7 +65,10 @@ func startProxyWith(t *testing.T, edit func(*config.Config), o Options) *harness
 		edit(&cfg)
 	}
 	h := &harness{t: t, events: &sink{ch: make(chan *event.Event, 64)}, done: make(chan error, 1), ca: ca}
-	o.Log, o.Sink = zaptest.NewLogger(t), h.events
+	if o.Log == nil {
+		o.Log = zaptest.NewLogger(t)
+	}
+	o.Sink = h.events
 	srv, err := New(cfg, o)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +137,7 @@ func (o *oneByteReader) Read(p []byte) (int, error) {
 }
 
 // tcpServer is a plain TCP server on loopback running handle per connection.
-func tcpServer(t *testing.T, handle func(*net.TCPConn)) string {
+func tcpServer(t testing.TB, handle func(*net.TCPConn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -32,47 +33,55 @@ type inspector struct {
 	probeTimeout time.Duration
 	checker      Checker
 
-	// verified caches chain verdicts: most connections to a host show the
-	// same chain, and verifying it was a fifth of a tunnel's CPU.
-	mu       sync.Mutex
-	verified map[string]verdict
+	// chains caches each chain's summary and verdict: most connections to
+	// a host show the same chain, and summarising (a self-signature check
+	// per certificate) and verifying it were a quarter of a tunnel's CPU.
+	mu     sync.Mutex
+	chains map[string]chainEntry
 }
 
-type verdict struct {
+type chainEntry struct {
+	summary []tlsinfo.Cert
 	err     error
 	expires time.Time
 }
 
-// verifyCacheSize bounds the verdict cache; past it, it starts afresh.
-const verifyCacheSize = 4096
+// chainCacheSize bounds the chain cache; past it, it starts afresh.
+const chainCacheSize = 4096
 
-// verify is tlsinfo.Verify, cached per host and chain for a minute, and
-// never past a certificate's expiry.
-func (in *inspector) verify(certs []*x509.Certificate, chain []tlsinfo.Cert, host string) error {
+// chain summarises and verifies certs for host, cached per host and chain
+// for a minute, and never past a certificate's expiry.
+func (in *inspector) chain(certs []*x509.Certificate, host string) ([]tlsinfo.Cert, error) {
 	var key strings.Builder
 	key.WriteString(host)
-	expires := time.Now().Add(time.Minute)
-	for _, c := range chain {
-		key.WriteString("|" + c.SHA256)
-		if c.NotAfter.Before(expires) {
-			expires = c.NotAfter
-		}
+	for _, c := range certs {
+		sum := sha256.Sum256(c.Raw)
+		key.Write(sum[:])
 	}
 	now := time.Now()
 	in.mu.Lock()
-	v, ok := in.verified[key.String()]
+	e, ok := in.chains[key.String()]
 	in.mu.Unlock()
-	if ok && now.Before(v.expires) {
-		return v.err
+	if ok && now.Before(e.expires) {
+		return e.summary, e.err
 	}
-	err := tlsinfo.Verify(certs, host, in.roots, now)
+	e = chainEntry{
+		summary: tlsinfo.SummarizeChain(certs),
+		err:     tlsinfo.Verify(certs, host, in.roots, now),
+		expires: now.Add(time.Minute),
+	}
+	for _, c := range certs {
+		if c.NotAfter.Before(e.expires) {
+			e.expires = c.NotAfter
+		}
+	}
 	in.mu.Lock()
-	if len(in.verified) >= verifyCacheSize {
-		in.verified = make(map[string]verdict)
+	if len(in.chains) >= chainCacheSize {
+		in.chains = make(map[string]chainEntry)
 	}
-	in.verified[key.String()] = verdict{err: err, expires: expires}
+	in.chains[key.String()] = e
 	in.mu.Unlock()
-	return err
+	return e.summary, e.err
 }
 
 func newInspector(cfg config.Config, checker Checker) (*inspector, error) {
@@ -80,7 +89,7 @@ func newInspector(cfg config.Config, checker Checker) (*inspector, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &inspector{roots: roots, probeTimeout: cfg.TLS.ProbeTimeout, checker: checker, verified: make(map[string]verdict)}
+	in := &inspector{roots: roots, probeTimeout: cfg.TLS.ProbeTimeout, checker: checker, chains: make(map[string]chainEntry)}
 	if cfg.TLS.Probe {
 		in.prober = tlsinfo.NewProber(cfg.TLS.ProbeTimeout, cfg.TLS.ProbeTTL)
 	}
@@ -193,8 +202,8 @@ func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, 
 	if len(certs) == 0 {
 		return
 	}
-	t.Chain = tlsinfo.SummarizeChain(certs)
-	err := in.verify(certs, t.Chain, host)
+	var err error
+	t.Chain, err = in.chain(certs, host)
 	t.Verified = ptr(err == nil)
 	if err != nil {
 		t.VerifyError = err.Error()

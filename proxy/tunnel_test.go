@@ -87,7 +87,7 @@ func TestTunnelTLS(t *testing.T) {
 }
 
 // echo writes p and reads it back.
-func echo(t *testing.T, c io.ReadWriter, p []byte) {
+func echo(t testing.TB, c io.ReadWriter, p []byte) {
 	t.Helper()
 	if _, err := c.Write(p); err != nil {
 		t.Fatalf("write: %v", err)

@@ -14,6 +14,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -171,26 +172,42 @@ func StartTLS(t testing.TB, cfg *tls.Config, handle func(*tls.Conn)) *Server {
 		t.Fatalf("testpki: listen: %v", err)
 	}
 	s := &Server{Addr: ln.Addr().String(), Config: cfg, ln: ln}
-	done := make(chan struct{})
-	conns := make(chan net.Conn, 1024)
+	// Open connections are tracked so cleanup can close them and wait for
+	// their handlers: no goroutine outlives the test.
+	var (
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
 	go func() {
-		defer close(done)
+		defer wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			conns <- c
-			go serve(tls.Server(c, cfg), handle)
+			mu.Lock()
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				serve(tls.Server(c, cfg), handle)
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+			}()
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
-		<-done
-		close(conns)
+		mu.Lock()
 		for c := range conns {
 			c.Close()
 		}
+		mu.Unlock()
+		wg.Wait()
 	})
 	return s
 }
