@@ -460,11 +460,11 @@ func (s *Server) newID() string {
 // emit writes a finished event, logs its summary line and tells the observer.
 func (s *Server) emit(ev *event.Event, log *zap.Logger) {
 	s.inspect.check(ev)
+	if s.observer != nil { // first, so metrics never lag the events file
+		s.observer.ConnClosed(ev)
+	}
 	if err := s.sink.Write(ev); err != nil {
 		log.Error("event not written", zap.Error(err))
 	}
 	logSummary(log, ev)
-	if s.observer != nil {
-		s.observer.ConnClosed(ev)
-	}
 }
