@@ -460,16 +460,7 @@ func treeCPU(pid int) float64 {
 	}
 	var ticks int64
 	for _, p := range descendants(pid) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
+		f := statFields(strconv.Itoa(p))
 		if len(f) < 13 {
 			continue
 		}
@@ -480,6 +471,21 @@ func treeCPU(pid int) float64 {
 	return float64(ticks) / 100
 }
 
+// statFields are the fields of /proc/PID/stat after "pid (comm)"; comm may
+// hold spaces and parentheses, so they start after the last ')'.
+func statFields(pid string) []string {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
+}
+
 func descendants(pid int) []int {
 	parent := map[int][]int{}
 	ents, _ := os.ReadDir("/proc")
@@ -488,17 +494,7 @@ func descendants(pid int) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...; comm may contain spaces and parens
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
+		f := statFields(e.Name()) // state ppid ...
 		if len(f) < 2 {
 			continue
 		}

@@ -425,6 +425,22 @@ func (s *soak) tlsTarget(mitm bool) (string, *tls.Config) {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tlsPort)), s.passCfg
 }
 
+// tlsConnect is CONNECT to the TLS server (through MITM or not) and a
+// finished client handshake; raw is the counted TCP connection.
+func (s *soak) tlsConnect(rec recFn, mitm bool) (raw *countConn, tc *tls.Conn, target string, err error) {
+	target, cfg := s.tlsTarget(mitm)
+	raw, c, err := s.connect(rec, target)
+	if err != nil {
+		return nil, nil, target, err
+	}
+	tc = tls.Client(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		raw.Close()
+		return nil, nil, target, fmt.Errorf("handshake: %w", err)
+	}
+	return raw, tc, target, nil
+}
+
 // tlsGet is CONNECT, handshake, GET path; want nil means a 200 with okBody.
 func (s *soak) tlsGet(rec recFn, mitm bool, path string, want error, opts ...getOpt) error {
 	target, cfg := s.tlsTarget(mitm)
@@ -498,15 +514,9 @@ func (s *soak) partialHello(rng *rand.Rand, rec recFn, rst, readSome bool) error
 }
 
 func (s *soak) clientRSTAfterHandshake(rng *rand.Rand, rec recFn, mitm bool) error {
-	target, cfg := s.tlsTarget(mitm)
-	raw, c, err := s.connect(rec, target)
+	raw, tc, target, err := s.tlsConnect(rec, mitm)
 	if err != nil {
 		return err
-	}
-	tc := tls.Client(c, cfg)
-	if err := tc.Handshake(); err != nil {
-		raw.Close()
-		return fmt.Errorf("handshake: %w", err)
 	}
 	if rng.IntN(2) == 0 { // reset with a request in flight
 		_, _ = fmt.Fprintf(tc, "GET /ok HTTP/1.1\r\nHost: %s\r\n\r\n", target)
@@ -516,15 +526,9 @@ func (s *soak) clientRSTAfterHandshake(rng *rand.Rand, rec recFn, mitm bool) err
 }
 
 func (s *soak) clientRSTMidDownload(rng *rand.Rand, rec recFn, mitm bool) error {
-	target, cfg := s.tlsTarget(mitm)
-	raw, c, err := s.connect(rec, target)
+	raw, tc, target, err := s.tlsConnect(rec, mitm)
 	if err != nil {
 		return err
-	}
-	tc := tls.Client(c, cfg)
-	if err := tc.Handshake(); err != nil {
-		raw.Close()
-		return fmt.Errorf("handshake: %w", err)
 	}
 	_, _ = fmt.Fprintf(tc, "GET /big HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", target)
 	_, _ = io.CopyN(io.Discard, tc, int64(1+rng.IntN(1<<20)))
@@ -658,16 +662,11 @@ func (s *soak) plainHTTP(rec recFn) error {
 // idleThenGet holds a finished handshake quiet for up to 3 s, around the
 // soak config's idle_timeout, so some tunnels end by the proxy's timer.
 func (s *soak) idleThenGet(rng *rand.Rand, rec recFn) error {
-	target, cfg := s.tlsTarget(false)
-	raw, c, err := s.connect(rec, target)
+	raw, tc, target, err := s.tlsConnect(rec, false)
 	if err != nil {
 		return err
 	}
 	defer raw.Close()
-	tc := tls.Client(c, cfg)
-	if err := tc.Handshake(); err != nil {
-		return fmt.Errorf("handshake: %w", err)
-	}
 	time.Sleep(time.Duration(rng.IntN(3000)) * time.Millisecond)
 	_, _ = fmt.Fprintf(tc, "GET /ok HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", target)
 	_, _ = io.Copy(io.Discard, tc)
