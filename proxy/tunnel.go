@@ -58,7 +58,7 @@ func (s *Server) serveTunnel(cc *clientConn, w http.ResponseWriter, r *http.Requ
 	if !ok {
 		conn.Close()
 		cc.setError(fmt.Sprintf("hijack: client connection is %T, not TCP", conn))
-		s.finishClientConn(cc)
+		cc.closed() // its event; the HTTP server no longer tracks it
 		return
 	}
 	t := &tunnel{
@@ -74,10 +74,6 @@ func (s *Server) serveTunnel(cc *clientConn, w http.ResponseWriter, r *http.Requ
 	}
 	t.run()
 }
-
-// finishClientConn writes the event of a connection that could not be
-// tunneled and gives back its slot.
-func (s *Server) finishClientConn(cc *clientConn) { cc.closed() }
 
 func (t *tunnel) run() {
 	defer t.finish()
