@@ -168,22 +168,9 @@ func sides(dir tlsinfo.Direction) (src, dst string) {
 // pipe forwards src to dst: first read by read, feeding the tracker, then,
 // when the tracker needs no more, by io.Copy on the raw sockets.
 func (t *tunnel) pipe(dir tlsinfo.Direction, src, dst *net.TCPConn, early []byte, count *atomic.Int64) {
-	more := true
-	if len(early) > 0 {
-		more = t.tracker.Feed(dir, early, t.cc.since())
-		if err := t.write(dst, early, count); err != nil {
-			t.ended(dir, src, dst, err, true)
-			return
-		}
-	}
-	if more {
-		var err error
-		var wrote bool
-		more, err, wrote = t.inspect(dir, src, dst, count)
-		if err != nil {
-			t.ended(dir, src, dst, err, wrote)
-			return
-		}
+	if wrote, err := t.inspect(dir, src, dst, early, count); err != nil {
+		t.ended(dir, src, dst, err, wrote)
+		return
 	}
 	n, err := io.Copy(dst, src)
 	count.Add(n)
@@ -195,10 +182,16 @@ func (t *tunnel) pipe(dir tlsinfo.Direction, src, dst *net.TCPConn, early []byte
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// inspect reads and forwards while the tracker wants bytes. It returns
-// more=false when the tracker is done, or the error that ended the
-// direction (wrote tells a write error from a read error).
-func (t *tunnel) inspect(dir tlsinfo.Direction, src, dst *net.TCPConn, count *atomic.Int64) (more bool, err error, wrote bool) {
+// inspect forwards early, then reads and forwards, while the tracker wants
+// bytes. A nil error means the tracker is done and the direction goes on
+// uninspected; otherwise err ended the direction, and wrote says it was a
+// write error rather than a read error.
+func (t *tunnel) inspect(dir tlsinfo.Direction, src, dst *net.TCPConn, early []byte, count *atomic.Int64) (wrote bool, err error) {
+	if len(early) > 0 {
+		if more, err := t.forward(dir, dst, early, t.cc.since(), count); err != nil || !more {
+			return err != nil, err
+		}
+	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -215,34 +208,32 @@ func (t *tunnel) inspect(dir tlsinfo.Direction, src, dst *net.TCPConn, count *at
 			if n == 0 && isTimeout(rerr) {
 				// Nothing to inspect yet: keep the tunnel, stop waiting.
 				t.helloWait.Store(true)
-				return false, nil, false
+				return false, nil
 			}
 		}
 		if n > 0 {
-			// Feed before forwarding: the peer's answer can then never reach
-			// the tracker before what it answers.
-			more := t.tracker.Feed(dir, buf[:n], at)
-			if err := t.write(dst, buf[:n], count); err != nil {
-				return false, err, true
-			}
-			if !more {
-				return false, nil, false
+			if more, err := t.forward(dir, dst, buf[:n], at, count); err != nil || !more {
+				return err != nil, err
 			}
 		}
 		if rerr != nil {
-			return false, rerr, false
+			return false, rerr
 		}
 	}
 }
 
-func isTimeout(err error) bool {
-	return errors.Is(err, os.ErrDeadlineExceeded)
-}
-
-func (t *tunnel) write(dst *net.TCPConn, p []byte, count *atomic.Int64) error {
+// forward gives p to the tracker, then writes it to dst. Feeding first
+// means the peer's answer can never reach the tracker before what it
+// answers.
+func (t *tunnel) forward(dir tlsinfo.Direction, dst *net.TCPConn, p []byte, at time.Duration, count *atomic.Int64) (more bool, err error) {
+	more = t.tracker.Feed(dir, p, at)
 	n, err := dst.Write(p)
 	count.Add(int64(n))
-	return err
+	return more, err
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // ended handles the end of one direction: a FIN is passed on as a
