@@ -79,23 +79,21 @@ type exchange struct {
 	cc *clientConn
 	i  int // index in cc.ev.HTTP
 
-	start time.Duration
-
 	// mu guards the trace times: the transport calls them from its own
 	// read and write goroutines.
-	mu                  sync.Mutex
-	getConn, gotConn    time.Duration
-	wrote, firstByte    time.Duration
-	upstream            *upstreamConn
-	reused, newConnDial bool
-	bytes               atomic.Int64
+	mu               sync.Mutex
+	getConn, gotConn time.Duration
+	wrote, firstByte time.Duration
+	upstream         *upstreamConn
+	reused           bool
+	bytes            atomic.Int64
 }
 
 func (cc *clientConn) startExchange(r *http.Request) *exchange {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	ex := &exchange{cc: cc, i: len(cc.ev.HTTP), start: cc.since(), getConn: -1, gotConn: -1, wrote: -1, firstByte: -1}
-	cc.ev.HTTP = append(cc.ev.HTTP, event.HTTP{Method: r.Method, URL: r.URL.String(), StartMS: timing.MS(ex.start)})
+	ex := &exchange{cc: cc, i: len(cc.ev.HTTP), getConn: -1, gotConn: -1, wrote: -1, firstByte: -1}
+	cc.ev.HTTP = append(cc.ev.HTTP, event.HTTP{Method: r.Method, URL: r.URL.String(), StartMS: timing.MS(cc.since())})
 	return ex
 }
 
@@ -132,7 +130,7 @@ func (ex *exchange) gotResponse(resp *http.Response) {
 		h.WaitMS = timing.MSPtr(ex.firstByte - max(ex.wrote, 0))
 		if ex.getConn >= 0 && ex.gotConn >= 0 {
 			blocked := ex.gotConn - ex.getConn
-			if ex.newConnDial && ex.upstream != nil {
+			if !ex.reused && ex.upstream != nil {
 				// The new connection's dial and TLS handshake are in their
 				// own HAR phases (dns, connect, ssl), not in blocked.
 				blocked -= ex.upstream.dial.ConnectedAt + ex.upstream.tlsTime
@@ -183,13 +181,11 @@ func (cc *clientConn) roundTrip(req *http.Request, ex *exchange) (*http.Response
 			defer ex.mu.Unlock()
 			ex.gotConn = cc.since()
 			ex.reused = info.Reused
-			if u, ok := info.Conn.(*upstreamConn); ok {
-				ex.upstream = u
-				ex.newConnDial = !info.Reused
-			} else if tc, ok := info.Conn.(*tls.Conn); ok {
-				ex.upstream, _ = tc.NetConn().(*upstreamConn)
-				ex.newConnDial = !info.Reused
+			conn := info.Conn
+			if tc, ok := conn.(*tls.Conn); ok { // MITM's upstream
+				conn = tc.NetConn()
 			}
+			ex.upstream, _ = conn.(*upstreamConn)
 		},
 		WroteRequest:         func(httptrace.WroteRequestInfo) { ex.set(&ex.wrote) },
 		GotFirstResponseByte: func() { ex.set(&ex.firstByte) },
