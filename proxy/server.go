@@ -106,20 +106,11 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		sessions: tls.NewLRUClientSessionCache(1024),
 		self:     o.Self,
 	}
-	for _, c := range cfg.Access.AllowClients {
-		p, _ := config.ParsePrefix(c) // checked by Validate
-		s.allow = append(s.allow, p)
-	}
-	var deny []netip.Prefix
-	for _, c := range cfg.Access.DenyDestinations {
-		p, _ := config.ParsePrefix(c) // checked by Validate
-		deny = append(deny, p)
-	}
+	s.allow = prefixes(cfg.Access.AllowClients)
+	deny := prefixes(cfg.Access.DenyDestinations)
 	s.dialer = &timing.Dialer{Timeout: cfg.Limits.DialTimeout, Deny: func(ap netip.AddrPort) error {
-		for _, p := range deny {
-			if p.Contains(ap.Addr()) {
-				return fmt.Errorf("in access.deny_destinations %s", p)
-			}
+		if p, ok := matchPrefix(deny, ap.Addr()); ok {
+			return fmt.Errorf("in access.deny_destinations %s", p)
 		}
 		if s.isSelf(ap) {
 			return errors.New("that is the proxy itself (a loop)")
@@ -400,7 +391,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) admit(r *http.Request) (int, string) {
 	if len(s.allow) > 0 {
 		ap, err := netip.ParseAddrPort(r.RemoteAddr)
-		if err != nil || !s.allowed(ap.Addr().Unmap()) {
+		if _, ok := matchPrefix(s.allow, ap.Addr().Unmap()); err != nil || !ok {
 			return http.StatusForbidden, fmt.Sprintf("client %s is not in access.allow_clients", r.RemoteAddr)
 		}
 	}
@@ -410,13 +401,24 @@ func (s *Server) admit(r *http.Request) (int, string) {
 	return 0, ""
 }
 
-func (s *Server) allowed(a netip.Addr) bool {
-	for _, p := range s.allow {
+// prefixes parses CIDRs or addresses that Validate has already checked.
+func prefixes(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range list {
+		p, _ := config.ParsePrefix(c)
+		out = append(out, p)
+	}
+	return out
+}
+
+// matchPrefix returns the first of ps that holds a.
+func matchPrefix(ps []netip.Prefix, a netip.Addr) (netip.Prefix, bool) {
+	for _, p := range ps {
 		if p.Contains(a) {
-			return true
+			return p, true
 		}
 	}
-	return false
+	return netip.Prefix{}, false
 }
 
 // isSelf reports whether ap is one of the proxy's own listeners, checked
