@@ -61,11 +61,7 @@ func cmdRate(args []string) error {
 	warm := fs.Duration("warmup", 2*time.Second, "unmeasured warm-up before it")
 	path := fs.String("path", "/small", "small file to GET")
 	pid := fs.Int("pid", 0, "proxy process whose CPU time is measured")
-	_ = fs.Parse(args)
-	if err := c.check(); err != nil {
-		return err
-	}
-	cfg, err := c.tlsConfig()
+	cfg, err := c.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -178,11 +174,7 @@ func cmdDownload(args []string) error {
 	crcFile := fs.String("crcfile", "", "file with `size crc` written by mkfile; the body must match")
 	runs := fs.Int("runs", 3, "downloads; the median is reported")
 	pid := fs.Int("pid", 0, "proxy process whose CPU time is measured")
-	_ = fs.Parse(args)
-	if err := c.check(); err != nil {
-		return err
-	}
-	cfg, err := c.tlsConfig()
+	cfg, err := c.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -251,11 +243,7 @@ func cmdIdle(args []string) error {
 	settle := fs.Duration("settle", 3*time.Second, "wait after the last tunnel opened before measuring")
 	hold := fs.Duration("hold", 0, "keep the tunnels open this much longer (or until SIGTERM)")
 	maxOpen := fs.Duration("max-open", 5*time.Minute, "give up opening after this long")
-	_ = fs.Parse(args)
-	if err := c.check(); err != nil {
-		return err
-	}
-	cfg, err := c.tlsConfig()
+	cfg, err := c.parse(fs, args)
 	if err != nil {
 		return err
 	}

@@ -82,6 +82,16 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Second, "per-step timeout")
 }
 
+// parse parses the command's flags, checks the common ones and builds the
+// client TLS config they describe.
+func (c *common) parse(fs *flag.FlagSet, args []string) (*tls.Config, error) {
+	_ = fs.Parse(args)
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	return c.tlsConfig()
+}
+
 func (c *common) check() error {
 	for _, a := range []string{c.proxy, c.target} {
 		if a != "" && !isLoopback(a) {
