@@ -2,15 +2,16 @@ package ats
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/inspectproxy/inspectproxy/event"
-	"github.com/inspectproxy/inspectproxy/tlsinfo"
 	"howett.net/plist"
+
+	"github.com/inspectproxy/inspectproxy/event"
 )
 
 // atsPlist wraps NSAppTransportSecurity's inner XML into an Info.plist.
@@ -50,14 +51,14 @@ func kv(key, value string) string { return "<key>" + key + "</key>" + value }
 func str(s string) string { return "<string>" + s + "</string>" }
 
 func TestAppEvaluate(t *testing.T) {
-	tls10 := tunnel("api.example.com:443", version("TLS 1.0"), cipher("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"))
-	rsaKex := tunnel("api.example.com:443", cipher("TLS_RSA_WITH_AES_128_GCM_SHA256"))
-	ecc224 := tunnel("api.example.com:443", leaf(func(c *tlsinfo.Cert) { c.KeyType, c.KeyBits = "ECDSA", 224 }))
-	rsa1024 := tunnel("api.example.com:443", leaf(func(c *tlsinfo.Cert) { c.KeyBits = 1024 }))
+	tls10 := tunnel("api.example.com:443", version(tls.VersionTLS10), cipher(0xc013))
+	rsaKex := tunnel("api.example.com:443", cipher(0x009c))
+	ecc224 := tunnel("api.example.com:443", leaf(func(c *event.Cert) { c.KeyType, c.KeyBits = "ECDSA", 224 }))
+	rsa1024 := tunnel("api.example.com:443", leaf(func(c *event.Cert) { c.KeyBits = 1024 }))
 	good := tunnel("api.example.com:443")
-	tls13NoChain := tunnel("api.example.com:443", version("TLS 1.3"), cipher("TLS_AES_128_GCM_SHA256"), noChain)
+	tls13NoChain := tunnel("api.example.com:443", version(tls.VersionTLS13), cipher(0x1301), noChain)
 	expired := tunnel("api.example.com:443", untrusted("expired", "x509: certificate has expired"))
-	sha1 := tunnel("api.example.com:443", leaf(func(c *tlsinfo.Cert) { c.SignatureAlgorithm = "SHA1-RSA" }))
+	sha1 := tunnel("api.example.com:443", leaf(func(c *event.Cert) { c.SignatureAlgorithm = "SHA1-RSA" }))
 	host := func(target string, ev *event.Event) *event.Event {
 		c := *ev
 		c.Target = target
@@ -84,7 +85,7 @@ func TestAppEvaluate(t *testing.T) {
 		{"arbitrary loads allow http", arbitrary, plainHTTP("http://www.example.com/"), true, "", "NSAllowsArbitraryLoads=YES", ""},
 		{"arbitrary loads allow SHA-1 hash rule but not trust", arbitrary, sha1, false, "", "", "blocked: ats.cert_trust"},
 		{"arbitrary loads keep trust", arbitrary, expired, false, "", "", "blocked: ats.cert_trust"},
-		{"arbitrary loads, facts unseen, lifted", arbitrary, tunnel("api.example.com:443", version(""), cipher(""), func(t *event.TLS) { t.Alert = "x" }), true, "", "NSAllowsArbitraryLoads=YES", ""},
+		{"arbitrary loads, facts unseen, lifted", arbitrary, tunnel("api.example.com:443", version(0), cipher(0), func(t *event.TLS) { t.Alert = "x" }), true, "", "NSAllowsArbitraryLoads=YES", ""},
 		{"arbitrary loads, TLS 1.3 chain unseen: trust unknown", arbitrary, tls13NoChain, false, "", "", "not established, facts not seen: ats.cert_trust"},
 		{"arbitrary loads disabled by InWebContent=NO", arbitrary + kv("NSAllowsArbitraryLoadsInWebContent", no), tls10, false, "", "",
 			"NSAllowsArbitraryLoads=YES is ignored because NSAllowsArbitraryLoadsInWebContent is present"},
@@ -122,9 +123,9 @@ func TestAppEvaluate(t *testing.T) {
 			"NSExceptionDomains[api.example.com].NSExceptionRequiresForwardSecrecy=NO", ""},
 		{"PFS NO cannot lift iOS 13 RSA trust", domains("api.example.com", kv("NSExceptionRequiresForwardSecrecy", no)), rsa1024, false, "api.example.com", "", "blocked: ats.cert_trust"},
 		{"PFS NO and TLSv1.0 together", tls10Entry("api.example.com", kv("NSExceptionRequiresForwardSecrecy", no)),
-			tunnel("api.example.com:443", version("TLS 1.0"), cipher("TLS_RSA_WITH_AES_128_CBC_SHA")), true, "api.example.com",
+			tunnel("api.example.com:443", version(tls.VersionTLS10), cipher(0x002f)), true, "api.example.com",
 			"NSExceptionDomains[api.example.com].NSExceptionMinimumTLSVersion=TLSv1.0, NSExceptionDomains[api.example.com].NSExceptionRequiresForwardSecrecy=NO", ""},
-		{"PFS NO does not allow 3DES", domains("api.example.com", kv("NSExceptionRequiresForwardSecrecy", no)), tunnel("api.example.com:443", cipher("TLS_RSA_WITH_3DES_EDE_CBC_SHA")), false, "api.example.com", "", "blocked: ats.cipher"},
+		{"PFS NO does not allow 3DES", domains("api.example.com", kv("NSExceptionRequiresForwardSecrecy", no)), tunnel("api.example.com:443", cipher(0x000a)), false, "api.example.com", "", "blocked: ats.cipher"},
 		// NSExceptionAllowsInsecureHTTPLoads.
 		{"insecure HTTP entry", domains("www.example.com", kv("NSExceptionAllowsInsecureHTTPLoads", yes)), plainHTTP("http://www.example.com/"), true, "www.example.com",
 			"NSExceptionDomains[www.example.com].NSExceptionAllowsInsecureHTTPLoads=YES", ""},
@@ -168,7 +169,7 @@ func TestAppEvaluate(t *testing.T) {
 		// NSRequiresCertificateTransparency.
 		{"CT required, no SCTs", domains("api.example.com", kv("NSRequiresCertificateTransparency", yes)), tunnel("api.example.com:443", func(t *event.TLS) { zero := 0; t.SCTs = &zero }), false, "api.example.com", "", "blocked: ats.cert_trust"},
 		{"CT required, TLS 1.3 chain unseen", domains("api.example.com", kv("NSRequiresCertificateTransparency", yes)), tls13NoChain, false, "api.example.com", "", "not established"},
-		{"CT required, embedded SCTs", domains("api.example.com", kv("NSRequiresCertificateTransparency", yes)), tunnel("api.example.com:443", leaf(func(c *tlsinfo.Cert) { c.SCTs = 2 })), true, "api.example.com", "", ""},
+		{"CT required, embedded SCTs", domains("api.example.com", kv("NSRequiresCertificateTransparency", yes)), tunnel("api.example.com:443", leaf(func(c *event.Cert) { c.SCTs = 2 })), true, "api.example.com", "", ""},
 		// Not a Boolean.
 		{"string YES is not a Boolean", kv("NSAllowsArbitraryLoads", str("YES")), tls10, false, "", "", "blocked"},
 		// One plain-HTTP connection, two hosts.

@@ -1,8 +1,11 @@
 package ats
 
 import (
+	"crypto/tls"
 	"slices"
 	"strings"
+
+	"github.com/inspectproxy/inspectproxy/tlsinfo"
 )
 
 // cipherClass says which ATS configurations allow a cipher suite.
@@ -14,48 +17,49 @@ const (
 	cipherNone                    // no ATS configuration
 )
 
-// Suite lists from Apple's Security code (SecProtocolInternal.h); IANA names.
+// Suite lists from Apple's Security code (SecProtocolInternal.h), by IANA
+// number; the constants crypto/tls lacks are written as numbers.
 var (
 	// fsSuites is what ATS allows by default, in ATS's order.
-	fsSuites = []string{
-		"TLS_AES_128_GCM_SHA256",
-		"TLS_AES_256_GCM_SHA384",
-		"TLS_CHACHA20_POLY1305_SHA256",
-		"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-		"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-		"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-		"TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
-		"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-		"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-		"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-		"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-		"TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-		"TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+	fsSuites = []uint16{
+		tls.TLS_AES_128_GCM_SHA256,
+		tls.TLS_AES_256_GCM_SHA384,
+		tls.TLS_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
 	}
 	// rsaSuites is what NSExceptionRequiresForwardSecrecy=NO adds.
-	rsaSuites = []string{
-		"TLS_RSA_WITH_AES_256_GCM_SHA384",
-		"TLS_RSA_WITH_AES_128_GCM_SHA256",
-		"TLS_RSA_WITH_AES_256_CBC_SHA",
-		"TLS_RSA_WITH_AES_128_CBC_SHA",
+	rsaSuites = []uint16{
+		tls.TLS_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_RSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_RSA_WITH_AES_128_CBC_SHA,
 	}
 	// Apple's documentation still lists these SHA-2 CBC suites; the code
 	// dropped them in 2022. An older client may negotiate them, so they are
 	// accepted, but the probe does not offer them.
-	legacyFSSuites = []string{
-		"TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
-		"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
-		"TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
-		"TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+	legacyFSSuites = []uint16{
+		0xc024, // TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256,
+		0xc028, // TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384
+		tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256,
 	}
-	legacyRSASuites = []string{
-		"TLS_RSA_WITH_AES_256_CBC_SHA256",
-		"TLS_RSA_WITH_AES_128_CBC_SHA256",
+	legacyRSASuites = []uint16{
+		0x003d, // TLS_RSA_WITH_AES_256_CBC_SHA256
+		tls.TLS_RSA_WITH_AES_128_CBC_SHA256,
 	}
 )
 
-var cipherClasses = func() map[string]cipherClass {
-	m := map[string]cipherClass{}
+var cipherClasses = func() map[uint16]cipherClass {
+	m := map[uint16]cipherClass{}
 	for _, s := range slices.Concat(fsSuites, legacyFSSuites) {
 		m[s] = cipherFS
 	}
@@ -85,12 +89,13 @@ var weakParts = []struct{ part, why string }{
 	{"IDEA", "CBC without AES (IDEA)"},
 }
 
-// classifyCipher places an IANA suite name; for cipherNone, why says what
-// is wrong with it.
-func classifyCipher(name string) (class cipherClass, why string) {
-	if c, ok := cipherClasses[name]; ok {
+// classifyCipher places a suite by its number; for cipherNone, why says
+// what is wrong with it, read from its IANA name (the name only explains).
+func classifyCipher(id uint16) (class cipherClass, why string) {
+	if c, ok := cipherClasses[id]; ok {
 		return c, ""
 	}
+	name := tlsinfo.CipherSuiteName(id)
 	if strings.HasPrefix(name, "0x") {
 		return cipherNone, "unknown cipher suite, in no ATS list"
 	}

@@ -16,7 +16,7 @@ func FuzzParsePlist(f *testing.F) {
 	}
 	f.Add([]byte("bplist00"))
 	f.Add([]byte(`<plist><dict><key>NSAppTransportSecurity</key><dict><key>NSExceptionDomains</key><dict><key>a.b</key><string>x</string></dict></dict></dict></plist>`))
-	ev := &event.Event{Kind: event.KindTunnel, Target: "a.b:443", TLS: &event.TLS{Version: "TLS 1.0", Cipher: "TLS_RSA_WITH_AES_128_CBC_SHA"}}
+	ev := &event.Event{Kind: event.KindTunnel, Target: "a.b:443", TLS: &event.TLS{Version: "TLS 1.0", VersionCode: 0x0301, Cipher: "TLS_RSA_WITH_AES_128_CBC_SHA", CipherCode: 0x002f}}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		app, err := ParsePlist(bytes.NewReader(b))
 		if err != nil {

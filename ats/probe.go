@@ -38,7 +38,7 @@ type ProbeReport struct {
 	Address string        `json:"address"`
 	Results []ProbeResult `json:"results"`
 	// Chain is the server's chain from the first completed handshake.
-	Chain []tlsinfo.Cert `json:"chain,omitempty"`
+	Chain []event.Cert `json:"chain,omitempty"`
 	// Trust is "verified" or why verification failed.
 	Trust string `json:"trust,omitempty"`
 }
@@ -176,13 +176,13 @@ func offer(p Policy) string {
 	return fmt.Sprintf("%s to %s, %s", tlsinfo.VersionName(cfg.MinVersion), tlsinfo.VersionName(cfg.MaxVersion), suites)
 }
 
-// suiteIDs maps names to the TLS 1.2-and-older suites crypto/tls
+// suiteIDs keeps the TLS 1.2-and-older suites of want that crypto/tls
 // implements; TLS 1.3 suites are not configurable there, and all of them
 // are in the ATS list.
-func suiteIDs(names []string) []uint16 {
+func suiteIDs(want []uint16) []uint16 {
 	var ids []uint16
 	for _, s := range slices.Concat(tls.CipherSuites(), tls.InsecureCipherSuites()) {
-		if slices.Contains(names, s.Name) && slices.ContainsFunc(s.SupportedVersions, func(v uint16) bool { return v < tls.VersionTLS13 }) {
+		if slices.Contains(want, s.ID) && slices.ContainsFunc(s.SupportedVersions, func(v uint16) bool { return v < tls.VersionTLS13 }) {
 			ids = append(ids, s.ID)
 		}
 	}
@@ -204,23 +204,9 @@ func handshake(ctx context.Context, addr, host string, cfg *tls.Config, opts Pro
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
 	st := c.ConnectionState()
-	scts := len(st.SignedCertificateTimestamps)
-	t := &event.TLS{
-		SNI:         st.ServerName,
-		Version:     tlsinfo.VersionName(st.Version),
-		Cipher:      tlsinfo.CipherSuiteName(st.CipherSuite),
-		ALPN:        st.NegotiatedProtocol,
-		Chain:       tlsinfo.SummarizeChain(st.PeerCertificates),
-		ChainSource: event.ChainProbed,
-		SCTs:        &scts,
-	}
-	err = tlsinfo.Verify(st.PeerCertificates, host, opts.Roots, time.Now())
-	verified := err == nil
-	t.Verified = &verified
-	var verr *tlsinfo.VerifyError
-	if errors.As(err, &verr) {
-		t.VerifyError, t.VerifyErrorKind = verr.Error(), verr.Kind
-	}
+	t := tlsinfo.StateEvent(st)
+	t.ChainSource = event.ChainProbed
+	tlsinfo.SetVerdict(t, tlsinfo.Verify(st.PeerCertificates, host, opts.Roots, time.Now()))
 	return t, nil
 }
 

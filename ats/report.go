@@ -118,7 +118,7 @@ func (n *need) add(l load, r result) {
 				n.addUnfixable(v.Rule + " (RSA under 2048 bits: iOS 13+ trust refuses it whatever the plist says)")
 			}
 		case RuleMinTLSVersion:
-			if ver, _ := parseVersion(l.tls.Version); ver < tls.VersionTLS10 {
+			if ver := l.tls.VersionCode; ver < tls.VersionTLS10 {
 				n.addUnfixable(v.Rule + " (" + l.tls.Version + ": no exception allows it)")
 			} else if n.lowest == 0 || ver < n.lowest {
 				n.lowest = ver

@@ -2,6 +2,7 @@ package ats
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"os"
@@ -76,8 +77,8 @@ func TestReportStopsOnReadError(t *testing.T) {
 }
 
 func TestOverBroad(t *testing.T) {
-	tls10 := tunnel("api.example.com:443", version("TLS 1.0"), cipher("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"))
-	tls13NoChain := tunnel("api.example.com:443", version("TLS 1.3"), cipher("TLS_AES_128_GCM_SHA256"), noChain)
+	tls10 := tunnel("api.example.com:443", version(tls.VersionTLS10), cipher(0xc013))
+	tls13NoChain := tunnel("api.example.com:443", version(tls.VersionTLS13), cipher(0x1301), noChain)
 	for _, tc := range []struct {
 		name   string
 		plist  string
@@ -96,7 +97,7 @@ func TestOverBroad(t *testing.T) {
 			[]string{"unconfirmed NSExceptionDomains[api.example.com].NSExceptionRequiresForwardSecrecy=NO"}},
 		{"arbitrary loads replaceable by entries", kv("NSAllowsArbitraryLoads", yes), []*event.Event{tls10, plainHTTP("http://www.example.com/")},
 			[]string{"broader NSAllowsArbitraryLoads=YES"}},
-		{"arbitrary loads needed for 3DES", kv("NSAllowsArbitraryLoads", yes), []*event.Event{tunnel("api.example.com:443", cipher("TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA"))}, nil},
+		{"arbitrary loads needed for 3DES", kv("NSAllowsArbitraryLoads", yes), []*event.Event{tunnel("api.example.com:443", cipher(0xc012))}, nil},
 		{"arbitrary loads unused", kv("NSAllowsArbitraryLoads", yes) + domains("api.example.com", kv("NSExceptionMinimumTLSVersion", str("TLSv1.0"))), []*event.Event{tls10},
 			[]string{"unused NSAllowsArbitraryLoads=YES"}},
 		{"web content cannot be judged", kv("NSAllowsArbitraryLoadsInWebContent", yes), []*event.Event{tls10},

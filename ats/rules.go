@@ -226,29 +226,15 @@ func handshakeCut(t *event.TLS) string {
 	return "handshake not seen to the ServerHello"
 }
 
-var versions = []uint16{tlsinfo.VersionSSL30, tlsinfo.VersionTLS10, tlsinfo.VersionTLS11, tlsinfo.VersionTLS12, tlsinfo.VersionTLS13}
-
-// parseVersion reads a tlsinfo.VersionName string such as "TLS 1.2".
-func parseVersion(name string) (uint16, bool) {
-	for _, v := range versions {
-		if tlsinfo.VersionName(v) == name {
-			return v, true
-		}
-	}
-	return 0, false
-}
-
 func checkVersion(r *result, t *event.TLS, p Policy) {
-	if t.Version == "" {
+	switch {
+	case t.Version == "":
 		r.unseen(RuleMinTLSVersion, "version not negotiated: "+handshakeCut(t))
-		return
-	}
-	v, ok := parseVersion(t.Version)
-	if !ok {
+	case t.VersionCode == 0:
+		r.unseen(RuleMinTLSVersion, "no version_code for "+t.Version+" (an event from an older inspectproxy)")
+	case t.VersionCode < tls.VersionSSL30 || t.VersionCode > tls.VersionTLS13:
 		r.unseen(RuleMinTLSVersion, "unrecognised version "+t.Version)
-		return
-	}
-	if v < p.minVersion() {
+	case t.VersionCode < p.minVersion():
 		r.fail(RuleMinTLSVersion, fmt.Sprintf("negotiated %s, minimum is %s", t.Version, tlsinfo.VersionName(p.minVersion())))
 	}
 }
@@ -260,7 +246,13 @@ func checkCipher(r *result, t *event.TLS, p Policy) {
 		r.unseen(RuleCipher, why)
 		return
 	}
-	class, why := classifyCipher(t.Cipher)
+	if t.CipherCode == 0 {
+		why := "no cipher_code for " + t.Cipher + " (an event from an older inspectproxy)"
+		r.unseen(RuleForwardSecrecy, why)
+		r.unseen(RuleCipher, why)
+		return
+	}
+	class, why := classifyCipher(t.CipherCode)
 	switch {
 	case class == cipherNone:
 		r.fail(RuleCipher, t.Cipher+": "+why)
@@ -274,7 +266,7 @@ func chainMissing(t *event.TLS) string {
 	switch {
 	case t.Resumed:
 		return "session resumed: the server sent no certificate"
-	case t.Version == tlsinfo.VersionName(tlsinfo.VersionTLS13):
+	case t.VersionCode == tls.VersionTLS13:
 		return "chain not seen: TLS 1.3 encrypts it and no probe fetched it"
 	case t.Alert != "" || t.ParseError != "":
 		return "chain not seen: " + handshakeCut(t)
@@ -311,7 +303,7 @@ func minKeyBits(keyType string) int {
 }
 
 // isRoot reports whether c is a trust anchor, which ATS does not hash-check.
-func isRoot(c tlsinfo.Cert) bool { return c.IsCA && c.SelfSigned }
+func isRoot(c event.Cert) bool { return c.IsCA && c.SelfSigned }
 
 func weakHash(sigAlg string) bool {
 	s := strings.ToUpper(sigAlg)
@@ -397,7 +389,7 @@ func verifyDetail(t *event.TLS) string {
 // platformTrust applies the requirements Apple's trust evaluation places on
 // every TLS server chain since iOS 13, with or without ATS: no exception
 // key lifts them.
-func platformTrust(chain []tlsinfo.Cert, keyReported, hashReported bool) []string {
+func platformTrust(chain []event.Cert, keyReported, hashReported bool) []string {
 	var bad []string
 	for i, c := range chain {
 		if isRoot(c) {

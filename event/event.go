@@ -3,11 +3,7 @@
 // contract the reports, the ATS audit and users' own tools read.
 package event
 
-import (
-	"time"
-
-	"github.com/inspectproxy/inspectproxy/tlsinfo"
-)
+import "time"
 
 // Kinds of client connection.
 const (
@@ -80,29 +76,33 @@ type TCP struct {
 
 // TLS is the handshake as seen (tunnel) or made (mitm).
 type TLS struct {
-	SNI              string               `json:"sni,omitempty"`
-	Version          string               `json:"version,omitempty"`
-	Cipher           string               `json:"cipher,omitempty"`
-	ALPN             string               `json:"alpn,omitempty"`
-	KeyExchangeGroup string               `json:"key_exchange_group,omitempty"`
-	Resumed          bool                 `json:"resumed,omitempty"`
-	ClientHello      *tlsinfo.ClientHello `json:"client_hello,omitempty"`
-	ServerHello      *tlsinfo.ServerHello `json:"server_hello,omitempty"`
-	JA3              string               `json:"ja3,omitempty"`
-	JA3Hash          string               `json:"ja3_hash,omitempty"`
-	JA4              string               `json:"ja4,omitempty"`
-	JA3S             string               `json:"ja3s,omitempty"`
-	JA3SHash         string               `json:"ja3s_hash,omitempty"`
-	ClientHelloMS    *float64             `json:"client_hello_ms"`
-	ServerHelloMS    *float64             `json:"server_hello_ms"`
+	SNI     string `json:"sni,omitempty"`
+	Version string `json:"version,omitempty"`
+	// VersionCode and CipherCode are the numbers behind Version and Cipher
+	// (e.g. 771 and 4865), for policy code: names are for people.
+	VersionCode      uint16       `json:"version_code,omitempty"`
+	Cipher           string       `json:"cipher,omitempty"`
+	CipherCode       uint16       `json:"cipher_code,omitempty"`
+	ALPN             string       `json:"alpn,omitempty"`
+	KeyExchangeGroup string       `json:"key_exchange_group,omitempty"`
+	Resumed          bool         `json:"resumed,omitempty"`
+	ClientHello      *ClientHello `json:"client_hello,omitempty"`
+	ServerHello      *ServerHello `json:"server_hello,omitempty"`
+	JA3              string       `json:"ja3,omitempty"`
+	JA3Hash          string       `json:"ja3_hash,omitempty"`
+	JA4              string       `json:"ja4,omitempty"`
+	JA3S             string       `json:"ja3s,omitempty"`
+	JA3SHash         string       `json:"ja3s_hash,omitempty"`
+	ClientHelloMS    *float64     `json:"client_hello_ms"`
+	ServerHelloMS    *float64     `json:"server_hello_ms"`
 	// HandshakeMS is the handshake's duration, ClientHello to done.
-	HandshakeMS   *float64       `json:"handshake_ms"`
-	HandshakeDone *float64       `json:"handshake_done_ms"`
-	AppDataUpMS   *float64       `json:"first_app_data_up_ms,omitempty"`
-	AppDataDownMS *float64       `json:"first_app_data_down_ms,omitempty"`
-	Alert         string         `json:"alert,omitempty"`
-	Chain         []tlsinfo.Cert `json:"chain,omitempty"`
-	ChainSource   string         `json:"chain_source,omitempty"`
+	HandshakeMS   *float64 `json:"handshake_ms"`
+	HandshakeDone *float64 `json:"handshake_done_ms"`
+	AppDataUpMS   *float64 `json:"first_app_data_up_ms,omitempty"`
+	AppDataDownMS *float64 `json:"first_app_data_down_ms,omitempty"`
+	Alert         string   `json:"alert,omitempty"`
+	Chain         []Cert   `json:"chain,omitempty"`
+	ChainSource   string   `json:"chain_source,omitempty"`
 	// ChainError says why no chain is given (e.g. the probe failed).
 	ChainError string `json:"chain_error,omitempty"`
 	// Verified is null when there was no chain to verify.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
-	"github.com/inspectproxy/inspectproxy/timing"
 	"github.com/inspectproxy/inspectproxy/tlsinfo"
 )
 
@@ -41,7 +39,7 @@ type inspector struct {
 }
 
 type chainEntry struct {
-	summary []tlsinfo.Cert
+	summary []event.Cert
 	err     error
 	expires time.Time
 }
@@ -51,7 +49,7 @@ const chainCacheSize = 4096
 
 // chain summarises and verifies certs for host, cached per host and chain
 // for a minute, and never past a certificate's expiry.
-func (in *inspector) chain(certs []*x509.Certificate, host string) ([]tlsinfo.Cert, error) {
+func (in *inspector) chain(certs []*x509.Certificate, host string) ([]event.Cert, error) {
 	var key strings.Builder
 	key.WriteString(host)
 	for _, c := range certs {
@@ -145,41 +143,7 @@ func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, 
 		return
 	}
 	ch := info.ClientHello
-	t := &event.TLS{
-		SNI:           ch.SNI,
-		ClientHello:   ch,
-		ServerHello:   info.ServerHello,
-		Resumed:       info.Resumed,
-		JA3:           info.JA3,
-		JA3Hash:       info.JA3Hash,
-		JA4:           info.JA4,
-		JA3S:          info.JA3S,
-		JA3SHash:      info.JA3SHash,
-		ClientHelloMS: timing.MSPtr(info.ClientHelloAt),
-		ServerHelloMS: timing.MSPtr(info.ServerHelloAt),
-		HandshakeDone: timing.MSPtr(info.HandshakeDoneAt),
-		AppDataUpMS:   timing.MSPtr(info.AppDataUpAt),
-		AppDataDownMS: timing.MSPtr(info.AppDataDownAt),
-		Alert:         joinAlerts(info.ClientAlert, info.ServerAlert),
-	}
-	if info.HandshakeDoneAt >= 0 && info.ClientHelloAt >= 0 {
-		t.HandshakeMS = timing.MSPtr(info.HandshakeDoneAt - info.ClientHelloAt)
-	}
-	if info.Err != nil {
-		t.ParseError = info.Err.Error()
-	}
-	if sh := info.ServerHello; sh != nil {
-		t.Version = tlsinfo.VersionName(info.Version)
-		t.Cipher = tlsinfo.CipherSuiteName(info.CipherSuite)
-		t.ALPN = sh.ALPN
-		t.KeyExchangeGroup = sh.KeyExchangeGroup
-		if t.KeyExchangeGroup == "" {
-			t.KeyExchangeGroup = info.ServerKeyExchangeGroup
-		}
-		if info.OCSPStapled {
-			t.OCSPStapled = ptr(true)
-		}
-	}
+	t := info.Event()
 	ev.TLS = t
 	host := ch.SNI
 	if host == "" {
@@ -204,14 +168,7 @@ func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, 
 	}
 	var err error
 	t.Chain, err = in.chain(certs, host)
-	t.Verified = ptr(err == nil)
-	if err != nil {
-		t.VerifyError = err.Error()
-		var ve *tlsinfo.VerifyError
-		if errors.As(err, &ve) {
-			t.VerifyErrorKind = ve.Kind
-		}
-	}
+	tlsinfo.SetVerdict(t, err)
 }
 
 // probe fetches a chain the handshake did not show (TLS 1.3, or a resumed
@@ -233,18 +190,6 @@ func (in *inspector) probe(ev *event.Event, t *event.TLS, sni, target string, lo
 	t.OCSPStapled = ptr(res.OCSPStapled)
 	t.SCTs = ptr(res.SCTs)
 	return res.Certificates
-}
-
-func joinAlerts(client, server string) string {
-	switch {
-	case client != "" && server != "":
-		return "client: " + client + "; server: " + server
-	case client != "":
-		return "client: " + client
-	case server != "":
-		return "server: " + server
-	}
-	return ""
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -129,7 +128,7 @@ func (cc *clientConn) dialTLSUpstream(ctx context.Context, network, addr string)
 	u := nc.(*upstreamConn)
 	host, _, _ := net.SplitHostPort(addr)
 	insecure := cc.s.cfg.MITM.InsecureUpstream
-	t := &event.TLS{SNI: host, ChainSource: event.ChainMITM}
+	var verr error
 	cfg := &tls.Config{
 		ServerName: host,
 		NextProtos: []string{"http/1.1"},
@@ -140,18 +139,9 @@ func (cc *clientConn) dialTLSUpstream(ctx context.Context, network, addr string)
 		// the event gets the chain and a classified reason even on failure.
 		InsecureSkipVerify: true, //nolint:gosec // verified below
 		VerifyConnection: func(st tls.ConnectionState) error {
-			t.Chain = tlsinfo.SummarizeChain(st.PeerCertificates)
-			verr := tlsinfo.Verify(st.PeerCertificates, host, cc.s.inspect.roots, time.Now())
-			t.Verified = ptr(verr == nil)
-			if verr != nil {
-				t.VerifyError = verr.Error()
-				var ve *tlsinfo.VerifyError
-				if errors.As(verr, &ve) {
-					t.VerifyErrorKind = ve.Kind
-				}
-				if !insecure {
-					return verr
-				}
+			verr = tlsinfo.Verify(st.PeerCertificates, host, cc.s.inspect.roots, time.Now())
+			if verr != nil && !insecure {
+				return verr
 			}
 			return nil
 		},
@@ -160,16 +150,12 @@ func (cc *clientConn) dialTLSUpstream(ctx context.Context, network, addr string)
 	start := cc.since()
 	herr := tc.HandshakeContext(ctx)
 	end := cc.since()
-	t.ClientHelloMS, t.HandshakeDone, t.HandshakeMS = timing.MSPtr(start), timing.MSPtr(end), timing.MSPtr(end-start)
-	if herr == nil {
-		st := tc.ConnectionState()
-		t.Version = tlsinfo.VersionName(st.Version)
-		t.Cipher = tlsinfo.CipherSuiteName(st.CipherSuite)
-		t.ALPN = st.NegotiatedProtocol
-		t.Resumed = st.DidResume
-		t.OCSPStapled = ptr(len(st.OCSPResponse) > 0)
-		t.SCTs = ptr(len(st.SignedCertificateTimestamps))
+	t := tlsinfo.StateEvent(tc.ConnectionState())
+	t.SNI, t.ChainSource = host, event.ChainMITM
+	if t.Chain != nil {
+		tlsinfo.SetVerdict(t, verr)
 	}
+	t.ClientHelloMS, t.HandshakeDone, t.HandshakeMS = timing.MSPtr(start), timing.MSPtr(end), timing.MSPtr(end-start)
 	cc.mu.Lock()
 	u.tls, u.tlsTime = t, end-start
 	if herr != nil {

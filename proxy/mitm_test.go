@@ -113,16 +113,7 @@ func TestMITMUpstreamNotTrusted(t *testing.T) {
 // with the CA installed does.
 func issuedLeafATS(t *testing.T, st *tls.ConnectionState, roots *x509.CertPool) *event.ATS {
 	t.Helper()
-	tl := &event.TLS{
-		SNI:     "localhost",
-		Version: tlsinfo.VersionName(st.Version),
-		Cipher:  tlsinfo.CipherSuiteName(st.CipherSuite),
-		Chain:   tlsinfo.SummarizeChain(st.PeerCertificates),
-	}
-	verr := tlsinfo.Verify(st.PeerCertificates, "localhost", roots, time.Now())
-	tl.Verified = ptr(verr == nil)
-	if verr != nil {
-		tl.VerifyError = verr.Error()
-	}
+	tl := tlsinfo.StateEvent(*st)
+	tlsinfo.SetVerdict(tl, tlsinfo.Verify(st.PeerCertificates, "localhost", roots, time.Now()))
 	return ats.Evaluate(&event.Event{Kind: event.KindTunnel, Target: "localhost:443", TLS: tl}, ats.DefaultPolicy())
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/event"
-	"github.com/inspectproxy/inspectproxy/tlsinfo"
 )
 
 // genReader streams n synthetic events as JSON lines, made on demand so
@@ -71,7 +70,7 @@ func genEvent(i int) *event.Event {
 	ev.TCP = &tcp
 	ev.TLS = &event.TLS{
 		SNI: host, Version: "TLS 1.3", Cipher: "TLS_AES_128_GCM_SHA256", ALPN: "h2",
-		ClientHello: &tlsinfo.ClientHello{
+		ClientHello: &event.ClientHello{
 			LegacyVersion: "TLS 1.2", SupportedVersions: []string{"GREASE", "TLS 1.3", "TLS 1.2"},
 			CipherSuites: []string{"GREASE", "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
 				"TLS_CHACHA20_POLY1305_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"},

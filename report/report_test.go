@@ -10,9 +10,10 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"go.uber.org/goleak"
+
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/golden"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -219,8 +220,8 @@ func TestProgress(t *testing.T) {
 		lines int // "\r" updates expected at least
 		last  string
 	}{
-		{"size known", int64(len(in)), 5, "\rreading events: 100% of 9.2 kB, 11 events\n"},
-		{"size unknown", 0, 1, "\rreading events: 9.2 kB, 11 events\n"},
+		{"size known", int64(len(in)), 5, "\rreading events: 100% of 9.6 kB, 11 events\n"},
+		{"size unknown", 0, 1, "\rreading events: 9.6 kB, 11 events\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer

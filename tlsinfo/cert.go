@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/inspectproxy/inspectproxy/event"
 )
 
 // oidSCTList is the X.509v3 extension holding embedded signed certificate
@@ -25,11 +27,11 @@ import (
 var oidSCTList = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 11129, 2, 4, 2}
 
 // SummarizeChain describes each certificate of a chain, in order.
-func SummarizeChain(certs []*x509.Certificate) []Cert {
-	out := make([]Cert, 0, len(certs))
+func SummarizeChain(certs []*x509.Certificate) []event.Cert {
+	out := make([]event.Cert, 0, len(certs))
 	for _, c := range certs {
 		sum := sha256.Sum256(c.Raw)
-		s := Cert{
+		s := event.Cert{
 			Subject:            c.Subject.String(),
 			Issuer:             c.Issuer.String(),
 			DNSNames:           c.DNSNames,

@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/inspectproxy/inspectproxy/internal/testpki"
 )
 
 // issue signs tmpl with the CA (the tests need extensions testpki does not

@@ -1,6 +1,10 @@
 package tlsinfo
 
-import "golang.org/x/crypto/cryptobyte"
+import (
+	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/inspectproxy/inspectproxy/event"
+)
 
 // countExtensions counts the well-formed extensions of a block, to size
 // the slices that hold them.
@@ -18,13 +22,13 @@ func countExtensions(exts cryptobyte.String) int {
 // included (RFC 8446 section 4.1.2; the extensions block is optional before
 // TLS 1.3). It validates the framing of every field and of the extensions
 // it reads; unknown extensions are kept by code point only.
-func ParseClientHello(msg []byte) (*ClientHello, error) {
+func ParseClientHello(msg []byte) (*event.ClientHello, error) {
 	p := msgParser{name: "client_hello", msg: msg}
 	body, err := p.body(typeClientHello)
 	if err != nil {
 		return nil, err
 	}
-	ch := &ClientHello{Size: len(body)}
+	ch := &event.ClientHello{Size: len(body)}
 	raw := &ch.Raw
 	var sessionID, compression cryptobyte.String
 	if !body.ReadUint16(&raw.LegacyVersion) {
@@ -63,7 +67,7 @@ func ParseClientHello(msg []byte) (*ClientHello, error) {
 		}
 		raw.Extensions = append(raw.Extensions, typ)
 		ch.Extensions = append(ch.Extensions, ExtensionName(typ))
-		if err := ch.parseExtension(&p, typ, data); err != nil {
+		if err := parseClientHelloExtension(ch, &p, typ, data); err != nil {
 			return nil, err
 		}
 	}
@@ -78,7 +82,7 @@ func ParseClientHello(msg []byte) (*ClientHello, error) {
 	return ch, nil
 }
 
-func (ch *ClientHello) parseExtension(p *msgParser, typ uint16, data cryptobyte.String) error {
+func parseClientHelloExtension(ch *event.ClientHello, p *msgParser, typ uint16, data cryptobyte.String) error {
 	raw := &ch.Raw
 	what := ExtensionName(typ) + " extension"
 	at := data // where errors point: the extension body

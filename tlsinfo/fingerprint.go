@@ -6,13 +6,15 @@ import (
 	"encoding/hex"
 	"slices"
 	"strconv"
+
+	"github.com/inspectproxy/inspectproxy/event"
 )
 
 // JA3 returns the JA3 string of a ClientHello and its MD5 (salesforce/ja3):
 // "SSLVersion,Ciphers,Extensions,EllipticCurves,ECPointFormats", decimal
 // values in wire order joined by "-", GREASE values left out, empty fields
 // kept empty.
-func JA3(ch *ClientHelloRaw) (ja3, hash string) {
+func JA3(ch *event.ClientHelloRaw) (ja3, hash string) {
 	b := make([]byte, 0, 256)
 	b = strconv.AppendUint(b, uint64(ch.LegacyVersion), 10)
 	b = append(b, ',')
@@ -33,7 +35,7 @@ func JA3(ch *ClientHelloRaw) (ja3, hash string) {
 
 // JA3S returns the JA3S string of a ServerHello and its MD5:
 // "SSLVersion,Cipher,Extensions" with the ServerHello's legacy_version.
-func JA3S(sh *ServerHelloRaw) (ja3s, hash string) {
+func JA3S(sh *event.ServerHelloRaw) (ja3s, hash string) {
 	b := make([]byte, 0, 64)
 	b = strconv.AppendUint(b, uint64(sh.LegacyVersion), 10)
 	b = append(b, ',')
@@ -65,20 +67,20 @@ func md5Hex(b []byte) string {
 
 // JA4 returns the JA4 fingerprint (FoxIO, BSD-3-Clause) of a ClientHello
 // sent over TCP, e.g. "t13d1516h2_8daaf6152771_e5627efa2ab1".
-func JA4(ch *ClientHelloRaw) string {
+func JA4(ch *event.ClientHelloRaw) string {
 	a, ciphers, exts := ja4Parts(ch)
 	return a + "_" + ja4Hash(ciphers) + "_" + ja4Hash(exts)
 }
 
 // JA4R returns the raw, unhashed JA4 ("JA4_r"): the sorted lists that JA4
 // hashes, for comparing fingerprints field by field.
-func JA4R(ch *ClientHelloRaw) string {
+func JA4R(ch *event.ClientHelloRaw) string {
 	a, ciphers, exts := ja4Parts(ch)
 	return a + "_" + ciphers + "_" + exts
 }
 
 // ja4Parts builds ja4_a and the strings that ja4_b and ja4_c hash.
-func ja4Parts(ch *ClientHelloRaw) (a, ciphers, exts string) {
+func ja4Parts(ch *event.ClientHelloRaw) (a, ciphers, exts string) {
 	suites := withoutGREASE(ch.CipherSuites, false)
 	// SNI and ALPN are already in ja4_a; leaving them out of ja4_c keeps
 	// it stable across destinations.
@@ -144,7 +146,7 @@ func twoDigits(n int) string {
 
 // ja4Version is the highest non-GREASE supported_versions value, else the
 // legacy_version.
-func ja4Version(ch *ClientHelloRaw) string {
+func ja4Version(ch *event.ClientHelloRaw) string {
 	v := uint16(0)
 	for _, sv := range ch.SupportedVersions {
 		if !IsGREASE(sv) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/golden"
 )
 
@@ -101,7 +102,7 @@ func TestJA4FromPublishedFields(t *testing.T) {
 	// The worked example of FoxIO-LLC/ja4 technical_details/JA4.md: ciphers,
 	// extensions and signature algorithms in wire order (its JA4_ro), a
 	// TLS 1.3 supported_versions, SNI and ALPN h2.
-	foxio := ClientHelloRaw{
+	foxio := event.ClientHelloRaw{
 		LegacyVersion:       VersionTLS12,
 		SupportedVersions:   []uint16{0x0a0a, VersionTLS13, VersionTLS12},
 		CipherSuites:        []uint16{0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013, 0xc014, 0x009c, 0x009d, 0x002f, 0x0035},
@@ -113,7 +114,7 @@ func TestJA4FromPublishedFields(t *testing.T) {
 	noSigs.SignatureAlgorithms = nil
 	// browserleaks.com output for Chrome 143 as saved in service0427/v2_cp_app
 	// tls.md: JA3 text (GREASE already dropped), JA4_ro lists, JA3 MD5, JA4.
-	chrome := ClientHelloRaw{
+	chrome := event.ClientHelloRaw{
 		LegacyVersion:       VersionTLS12,
 		SupportedVersions:   []uint16{0x3a3a, VersionTLS13, VersionTLS12},
 		CipherSuites:        []uint16{4865, 4866, 4867, 49195, 49199, 49196, 49200, 52393, 52392, 49171, 49172, 156, 157, 47, 53},
@@ -125,7 +126,7 @@ func TestJA4FromPublishedFields(t *testing.T) {
 	}
 	tests := []struct {
 		name      string
-		raw       ClientHelloRaw
+		raw       event.ClientHelloRaw
 		ja4, raw4 string
 		ja3Hash   string
 	}{
@@ -166,21 +167,21 @@ func TestJA4FromPublishedFields(t *testing.T) {
 func TestJA4Rules(t *testing.T) {
 	tests := []struct {
 		name string
-		raw  ClientHelloRaw
+		raw  event.ClientHelloRaw
 		want string
 	}{
-		{"empty hello", ClientHelloRaw{LegacyVersion: VersionTLS12}, "t12i000000_000000000000_000000000000"},
-		{"SSL 3.0", ClientHelloRaw{LegacyVersion: VersionSSL30, CipherSuites: []uint16{0x0a0a}}, "ts3i0000"},
-		{"unknown version", ClientHelloRaw{LegacyVersion: 0x0305}, "t00i"},
-		{"GREASE not counted", ClientHelloRaw{LegacyVersion: VersionTLS12, CipherSuites: []uint16{0x1a1a, 0x002f}, Extensions: []uint16{0xfafa, 0x0000}}, "t12d0101"},
-		{"99 cap", ClientHelloRaw{LegacyVersion: VersionTLS12, CipherSuites: make([]uint16, 150)}, "t12i9900"},
-		{"one-char ALPN", ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"x"}}, "t12i0000xx"},
-		{"empty ALPN", ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{""}}, "t12i000000"},
-		{"ALPN 0xab", ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"\xab"}}, "t12i0000ab"},
-		{"ALPN 0xab 0xcd", ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"\xab\xcd"}}, "t12i0000ad"},
-		{"ALPN 0x30 0xab", ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"0\xab"}}, "t12i00003b"},
-		{"ALPN 0x30 0x31 0xab 0xcd", ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"01\xab\xcd"}}, "t12i00003d"},
-		{"ALPN 0x30 0xab 0xcd 0x31", ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"0\xab\xcd1"}}, "t12i000001"},
+		{"empty hello", event.ClientHelloRaw{LegacyVersion: VersionTLS12}, "t12i000000_000000000000_000000000000"},
+		{"SSL 3.0", event.ClientHelloRaw{LegacyVersion: VersionSSL30, CipherSuites: []uint16{0x0a0a}}, "ts3i0000"},
+		{"unknown version", event.ClientHelloRaw{LegacyVersion: 0x0305}, "t00i"},
+		{"GREASE not counted", event.ClientHelloRaw{LegacyVersion: VersionTLS12, CipherSuites: []uint16{0x1a1a, 0x002f}, Extensions: []uint16{0xfafa, 0x0000}}, "t12d0101"},
+		{"99 cap", event.ClientHelloRaw{LegacyVersion: VersionTLS12, CipherSuites: make([]uint16, 150)}, "t12i9900"},
+		{"one-char ALPN", event.ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"x"}}, "t12i0000xx"},
+		{"empty ALPN", event.ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{""}}, "t12i000000"},
+		{"ALPN 0xab", event.ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"\xab"}}, "t12i0000ab"},
+		{"ALPN 0xab 0xcd", event.ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"\xab\xcd"}}, "t12i0000ad"},
+		{"ALPN 0x30 0xab", event.ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"0\xab"}}, "t12i00003b"},
+		{"ALPN 0x30 0x31 0xab 0xcd", event.ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"01\xab\xcd"}}, "t12i00003d"},
+		{"ALPN 0x30 0xab 0xcd 0x31", event.ClientHelloRaw{LegacyVersion: VersionTLS12, ALPN: []string{"0\xab\xcd1"}}, "t12i000001"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,7 +193,7 @@ func TestJA4Rules(t *testing.T) {
 }
 
 func TestJA3S(t *testing.T) {
-	sh := ServerHelloRaw{LegacyVersion: VersionTLS12, CipherSuite: 0xc02f, Extensions: []uint16{0xff01, 0x000b, 0x0023}}
+	sh := event.ServerHelloRaw{LegacyVersion: VersionTLS12, CipherSuite: 0xc02f, Extensions: []uint16{0xff01, 0x000b, 0x0023}}
 	s, hash := JA3S(&sh)
 	if s != "771,49199,65281-11-35" || hash != md5Hex([]byte("771,49199,65281-11-35")) || len(hash) != 32 {
 		t.Errorf("JA3S = %s %s", s, hash)

@@ -14,17 +14,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"go.uber.org/goleak"
+
+	"github.com/inspectproxy/inspectproxy/internal/testpki"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// event is one chunk as the client's side of a connection saw it: a write
+// chunk is one piece of data as the client's side of a connection saw it: a write
 // (ClientToServer) or a read (ServerToClient).
-type event struct {
+type chunk struct {
 	dir  Direction
 	data []byte
 }
@@ -32,7 +33,7 @@ type event struct {
 // flow is a connection's chunks in the order they happened. The client
 // only writes what answers bytes it already read, so replaying a flow in
 // order keeps cause before effect, as a proxy feeding before forwarding does.
-type flow []event
+type flow []chunk
 
 // at is the time given to Feed for event i: i milliseconds, so that tests
 // can name the event a time points to.
@@ -58,7 +59,7 @@ type recordingConn struct {
 
 func (c *recordingConn) record(dir Direction, p []byte) {
 	c.mu.Lock()
-	*c.f = append(*c.f, event{dir, bytes.Clone(p)})
+	*c.f = append(*c.f, chunk{dir, bytes.Clone(p)})
 	c.mu.Unlock()
 }
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/inspectproxy/inspectproxy/event"
 )
 
 // handshakeMsg frames body as a handshake message of type typ.
@@ -122,13 +124,13 @@ func TestParseServerHello(t *testing.T) {
 	tests := []struct {
 		name  string
 		msg   []byte
-		check func(t *testing.T, sh *ServerHello)
+		check func(t *testing.T, sh *event.ServerHello)
 		err   string
 	}{
 		{
 			name: "TLS 1.2 without extensions",
 			msg:  serverHello(random, 0xc02f, nil),
-			check: func(t *testing.T, sh *ServerHello) {
+			check: func(t *testing.T, sh *event.ServerHello) {
 				if sh.Version != "TLS 1.2" || sh.CipherSuite != "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" || sh.Extensions != nil {
 					t.Errorf("%+v", sh)
 				}
@@ -144,7 +146,7 @@ func TestParseServerHello(t *testing.T) {
 				})
 				ext(b, extPreSharedKey, func(b *cryptobyte.Builder) { b.AddUint16(0) })
 			}),
-			check: func(t *testing.T, sh *ServerHello) {
+			check: func(t *testing.T, sh *event.ServerHello) {
 				if sh.Version != "TLS 1.3" || sh.LegacyVersion != "TLS 1.2" || sh.KeyExchangeGroup != "x25519" || !sh.Raw.PreSharedKey || sh.HelloRetryRequest {
 					t.Errorf("%+v", sh)
 				}
@@ -156,7 +158,7 @@ func TestParseServerHello(t *testing.T) {
 				ext(b, extSupportedVersions, func(b *cryptobyte.Builder) { b.AddUint16(VersionTLS13) })
 				ext(b, extKeyShare, func(b *cryptobyte.Builder) { b.AddUint16(23) })
 			}),
-			check: func(t *testing.T, sh *ServerHello) {
+			check: func(t *testing.T, sh *event.ServerHello) {
 				if !sh.HelloRetryRequest || sh.KeyExchangeGroup != "secp256r1" {
 					t.Errorf("%+v", sh)
 				}
@@ -171,7 +173,7 @@ func TestParseServerHello(t *testing.T) {
 					})
 				})
 			}),
-			check: func(t *testing.T, sh *ServerHello) {
+			check: func(t *testing.T, sh *event.ServerHello) {
 				if sh.ALPN != "h2" || sh.Extensions[0] != "application_layer_protocol_negotiation" {
 					t.Errorf("%+v", sh)
 				}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 
 	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/inspectproxy/inspectproxy/event"
 )
 
 // helloRetryRequestRandom is the ServerHello.random that marks a
@@ -19,13 +21,13 @@ var helloRetryRequestRandom = []byte{
 // included, recognising a HelloRetryRequest by its special random. The
 // negotiated version comes from supported_versions when present (TLS 1.3),
 // else from legacy_version.
-func ParseServerHello(msg []byte) (*ServerHello, error) {
+func ParseServerHello(msg []byte) (*event.ServerHello, error) {
 	p := msgParser{name: "server_hello", msg: msg}
 	body, err := p.body(typeServerHello)
 	if err != nil {
 		return nil, err
 	}
-	sh := &ServerHello{}
+	sh := &event.ServerHello{}
 	raw := &sh.Raw
 	var random []byte
 	var sessionID cryptobyte.String
@@ -60,7 +62,7 @@ func ParseServerHello(msg []byte) (*ServerHello, error) {
 			}
 			raw.Extensions = append(raw.Extensions, typ)
 			sh.Extensions = append(sh.Extensions, ExtensionName(typ))
-			if err := sh.parseExtension(&p, typ, data); err != nil {
+			if err := parseServerHelloExtension(sh, &p, typ, data); err != nil {
 				return nil, err
 			}
 		}
@@ -74,7 +76,7 @@ func ParseServerHello(msg []byte) (*ServerHello, error) {
 	return sh, nil
 }
 
-func (sh *ServerHello) parseExtension(p *msgParser, typ uint16, data cryptobyte.String) error {
+func parseServerHelloExtension(sh *event.ServerHello, p *msgParser, typ uint16, data cryptobyte.String) error {
 	raw := &sh.Raw
 	what := ExtensionName(typ) + " extension"
 	at := data // where errors point: the extension body

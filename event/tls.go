@@ -1,10 +1,11 @@
-package tlsinfo
+package event
 
 import "time"
 
 // ClientHello is what a ClientHello says about the client, in wire order.
-// Names are IANA names; values this package does not know are written as
-// "0x1234" and GREASE values as "GREASE".
+// Names are IANA names; values without a name are written as "0x1234" and
+// GREASE values as "GREASE". The numbers behind the names are in Raw, for
+// fingerprints and policy code, and are not serialized.
 type ClientHello struct {
 	// LegacyVersion is the legacy_version field, e.g. "TLS 1.2".
 	LegacyVersion string `json:"legacy_version"`
@@ -25,7 +26,6 @@ type ClientHello struct {
 	// Size is the handshake message length in bytes.
 	Size int `json:"size"`
 
-	// Raw numeric values for fingerprints and reports; not serialized.
 	Raw ClientHelloRaw `json:"-"`
 }
 
