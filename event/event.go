@@ -5,11 +5,20 @@ package event
 
 import "time"
 
-// Kinds of client connection.
+// Kinds of event.
 const (
-	KindTunnel = "tunnel" // CONNECT, passed through undecrypted
-	KindMITM   = "mitm"   // CONNECT, decrypted with the proxy's CA
+	KindTunnel = "tunnel" // a TCP stream (CONNECT, SOCKS5, WireGuard), passed through undecrypted
+	KindMITM   = "mitm"   // a TCP stream decrypted with the proxy's CA
 	KindHTTP   = "http"   // plain HTTP proxy requests
+	KindDNS    = "dns"    // one DNS lookup a WireGuard peer made
+	KindUDP    = "udp"    // one UDP flow of a WireGuard peer (QUIC included)
+)
+
+// Sources: what brought a client stream to the proxy.
+const (
+	SourceHTTP      = "http"      // the HTTP proxy listener (CONNECT or absolute-form requests)
+	SourceSOCKS5    = "socks5"    // SOCKS5 CONNECT
+	SourceWireGuard = "wireguard" // a flow from a WireGuard peer's tunnel
 )
 
 // Sides of a connection, for who closed first and who reset.
@@ -37,6 +46,14 @@ type Event struct {
 	// Target is host:port as the client asked for it.
 	Target string `json:"target"`
 	Kind   string `json:"kind"`
+	// Source is what brought the stream: http, socks5 or wireguard.
+	Source string `json:"source,omitempty"`
+	// Peer is the WireGuard peer's name (source wireguard).
+	Peer string `json:"peer,omitempty"`
+	// MITMSkipped says why a stream the MITM policy selects was passed
+	// through instead (e.g. the client rejected the proxy's certificate
+	// earlier and mitm.auto_passthrough is on).
+	MITMSkipped string `json:"mitm_skipped,omitempty"`
 	// TCP is the upstream connection of a tunnel, or the first upstream
 	// connection of an http connection (all of them are in Upstreams).
 	TCP *TCP `json:"tcp"`
@@ -48,8 +65,36 @@ type Event struct {
 	Upstreams []Upstream `json:"upstreams,omitempty"`
 	HTTP      []HTTP     `json:"http,omitempty"`
 	ATS       *ATS       `json:"ats,omitempty"`
+	// ATSAbsent says why there is no ATS verdict, e.g. the connection
+	// never reached a server.
+	ATSAbsent string `json:"ats_absent,omitempty"`
+	// DNS is the lookup of a kind "dns" event.
+	DNS *DNS `json:"dns,omitempty"`
+	// UDP is the flow of a kind "udp" event.
+	UDP *UDP `json:"udp,omitempty"`
+	// Limit names the per-connection bound (a limits.* key) that ended
+	// the connection or refused part of it, if any.
+	Limit string `json:"limit,omitempty"`
+	// Truncated is true when a per-connection bound cut this record; Cut
+	// says what was left out.
+	Truncated bool `json:"truncated,omitempty"`
+	Cut       *Cut `json:"cut,omitempty"`
 	// Error is the first thing that went wrong, with evidence.
 	Error string `json:"error,omitempty"`
+}
+
+// Cut counts what the per-connection bounds left out of an event.
+type Cut struct {
+	// HTTP is the requests past limits.max_recorded_requests: served and
+	// counted, not described.
+	HTTP int `json:"http,omitempty"`
+	// URLs is how many URLs were shortened to limits.max_url_bytes (each
+	// keeps its full length in http[].url_length).
+	URLs int `json:"urls,omitempty"`
+	// Headers is how many header fields were dropped.
+	Headers int `json:"headers,omitempty"`
+	// Bytes is what was removed to keep the line under limits.max_event_bytes.
+	Bytes int `json:"bytes,omitempty"`
 }
 
 // TCP times one upstream TCP connection and how it ended.
@@ -65,13 +110,35 @@ type TCP struct {
 	ServerFINMS *float64 `json:"server_fin_ms,omitempty"`
 	// HalfCloseMS is the time between the two FINs.
 	HalfCloseMS *float64 `json:"half_close_ms,omitempty"`
-	// RST is who reset the connection, if anyone.
-	RST        string  `json:"rst,omitempty"`
-	BytesUp    int64   `json:"bytes_up"`
-	BytesDown  int64   `json:"bytes_down"`
+	// RST is who reset the connection, if anyone: client, server, or
+	// proxy (a limit or shutdown cut it). RSTCause says why when known:
+	// data_after_close, linger0, proxy_idle_timeout, ...
+	RST       string `json:"rst,omitempty"`
+	RSTCause  string `json:"rst_cause,omitempty"`
+	BytesUp   int64  `json:"bytes_up"`
+	BytesDown int64  `json:"bytes_down"`
+	// DurationMS is from the client's accept until both sides were closed.
 	DurationMS float64 `json:"duration_ms"`
 	// Timeout names the proxy timeout that ended the connection, if any.
 	Timeout string `json:"timeout,omitempty"`
+	// History is what the proxy saw, in order, in Zeek conn.log letters:
+	// uppercase for the client side, lowercase for the server side.
+	History string `json:"history,omitempty"`
+	// Attempts lists every connect attempt (Happy Eyeballs), in start order.
+	Attempts []Attempt `json:"attempts,omitempty"`
+}
+
+// Attempt is one TCP connect attempt to one address.
+type Attempt struct {
+	Addr    string  `json:"addr"`
+	StartMS float64 `json:"start_ms"`
+	// MS is how long the attempt took until it connected, failed or was
+	// cancelled because another won.
+	MS float64 `json:"ms"`
+	// Outcome is connected, refused, timeout, unreachable, cancelled,
+	// denied or error.
+	Outcome string `json:"outcome"`
+	Error   string `json:"error,omitempty"`
 }
 
 // TLS is the handshake as seen (tunnel) or made (mitm).
@@ -115,6 +182,57 @@ type TLS struct {
 	SCTs            *int   `json:"scts,omitempty"`
 	// ParseError says why inspection stopped early; the bytes still flowed.
 	ParseError string `json:"parse_error,omitempty"`
+	// HelloRetry is the server's HelloRetryRequest (TLS 1.3), if it sent one.
+	HelloRetry *HelloRetry `json:"hello_retry_request,omitempty"`
+	// Failure says why the handshake did not complete, if it did not.
+	Failure *HandshakeFailure `json:"handshake_failure,omitempty"`
+	// ClientRejected is set when the client refused the server's (or the
+	// proxy's) certificate.
+	ClientRejected *ClientRejected `json:"client_rejected,omitempty"`
+}
+
+// HelloRetry is a HelloRetryRequest and what the client's second
+// ClientHello changed.
+type HelloRetry struct {
+	// Group is the key-share group the server asked for.
+	Group     string   `json:"group,omitempty"`
+	GroupCode uint16   `json:"group_code,omitempty"`
+	Cookie    bool     `json:"cookie,omitempty"`
+	AtMS      *float64 `json:"at_ms"`
+	// SecondClientHelloMS is when the client's second ClientHello was complete.
+	SecondClientHelloMS *float64 `json:"second_client_hello_ms"`
+	// KeyShares are the groups of the second ClientHello's key shares.
+	KeyShares []string `json:"key_shares,omitempty"`
+	// Changed lists what else differs from the first ClientHello
+	// (extension names, "cipher_suites", ...).
+	Changed []string `json:"changed,omitempty"`
+}
+
+// HandshakeFailure is how a TLS handshake ended before it was done.
+type HandshakeFailure struct {
+	// By is who ended it: client or server (proxy for a limit).
+	By string `json:"by"`
+	// How is alert, close, rst or timeout.
+	How string `json:"how"`
+	// Alert is the alert sent, e.g. "fatal handshake_failure (40)".
+	Alert     string `json:"alert,omitempty"`
+	AlertCode *int   `json:"alert_code,omitempty"`
+	// Phase is the last handshake step seen: client_hello, server_hello,
+	// server_flight (certificate and the rest of it), client_finished.
+	Phase string   `json:"phase"`
+	AtMS  *float64 `json:"at_ms"`
+}
+
+// ClientRejected is a client refusing the certificate it was shown.
+type ClientRejected struct {
+	// Alert is the client's alert when one was readable (TLS 1.3 encrypts
+	// it: then "encrypted alert").
+	Alert string `json:"alert,omitempty"`
+	// AfterMS is the time from the server's flight to the rejection.
+	AfterMS *float64 `json:"after_ms"`
+	// Likely is pinning (the CA is trusted elsewhere, or the alert is
+	// bad_certificate after a valid chain) or untrusted_ca (unknown_ca).
+	Likely string `json:"likely"`
 }
 
 // Upstream is one upstream connection of an http or mitm client connection.
@@ -143,6 +261,59 @@ type HTTP struct {
 	ReceiveMS  *float64 `json:"receive_ms"`
 	Bytes      int64    `json:"bytes"`
 	Error      string   `json:"error,omitempty"`
+	// URLLength is the URL's full length when URL was shortened.
+	URLLength int `json:"url_length,omitempty"`
+	// StreamID is the HTTP/2 stream.
+	StreamID uint32 `json:"stream_id,omitempty"`
+	// Headers, decrypted or plain, with secrets redacted unless
+	// mitm.record_secrets is on; sizes are the bytes on the wire (HTTP/1)
+	// or of the decoded fields (HTTP/2).
+	RequestHeaders      []Header `json:"request_headers,omitempty"`
+	ResponseHeaders     []Header `json:"response_headers,omitempty"`
+	RequestHeadersSize  int64    `json:"request_headers_size,omitempty"`
+	ResponseHeadersSize int64    `json:"response_headers_size,omitempty"`
+	RequestBodySize     int64    `json:"request_body_size,omitempty"`
+}
+
+// Header is one header field.
+type Header struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// DNS is one lookup a WireGuard peer sent to the proxy's tunnel resolver.
+type DNS struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	TypeCode uint16 `json:"type_code"`
+	// RCode is the response code name (NOERROR, NXDOMAIN, SERVFAIL, ...).
+	RCode     string   `json:"rcode"`
+	RCodeCode int      `json:"rcode_code"`
+	Answers   []string `json:"answers,omitempty"`
+	// MS is the host's resolve time.
+	MS float64 `json:"ms"`
+}
+
+// UDP is one UDP flow (one peer address and port to one destination).
+type UDP struct {
+	Remote      string  `json:"remote"`
+	BytesUp     int64   `json:"bytes_up"`
+	BytesDown   int64   `json:"bytes_down"`
+	PacketsUp   int64   `json:"packets_up"`
+	PacketsDown int64   `json:"packets_down"`
+	DurationMS  float64 `json:"duration_ms"`
+	// Verdict is forwarded or refused (QUIC is refused by default so that
+	// clients fall back to TCP).
+	Verdict string `json:"verdict"`
+	// QUIC is what the QUIC Initial showed, when the flow was QUIC.
+	QUIC *QUIC `json:"quic,omitempty"`
+}
+
+// QUIC is read from a QUIC Initial packet (RFC 9001 §5.2).
+type QUIC struct {
+	Version string   `json:"version"`
+	SNI     string   `json:"sni,omitempty"`
+	ALPN    []string `json:"alpn,omitempty"`
 }
 
 // ATS is the App Transport Security verdict for a connection.
