@@ -12,6 +12,9 @@ const (
 	KindHTTP   = "http"   // plain HTTP proxy requests
 	KindDNS    = "dns"    // one DNS lookup a WireGuard peer made
 	KindUDP    = "udp"    // one UDP flow of a WireGuard peer (QUIC included)
+	// KindGap is not a connection: the events file says that Dropped
+	// events were lost between Start and End, and Error says why.
+	KindGap = "gap"
 )
 
 // Sources: what brought a client stream to the proxy.
@@ -79,6 +82,8 @@ type Event struct {
 	// says what was left out.
 	Truncated bool `json:"truncated,omitempty"`
 	Cut       *Cut `json:"cut,omitempty"`
+	// Dropped is, in a kind "gap" record, how many events were lost.
+	Dropped int64 `json:"dropped,omitempty"`
 	// Error is the first thing that went wrong, with evidence.
 	Error string `json:"error,omitempty"`
 }

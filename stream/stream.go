@@ -26,6 +26,10 @@ type Stream struct {
 	// Start is when the client stream began (the accept of the client
 	// connection, or the peer's SYN): the zero of every *_ms in its event.
 	Start time.Time
+	// Lookup, when set, says that Target's address came from the client's
+	// own DNS lookup of a name (WireGuard mode): the event shows the name
+	// as its target and the lookup's time as tcp.dns_ms.
+	Lookup *Lookup
 	// ID, when set, is the event id to use (a CONNECT on an HTTP
 	// connection whose id is already known).
 	ID string
@@ -38,6 +42,12 @@ type Stream struct {
 	// Refuse is called instead of Accept when the stream will not be
 	// served; the source answers the client in its own protocol.
 	Refuse func(Refusal)
+}
+
+// Lookup is a DNS lookup the client made before connecting.
+type Lookup struct {
+	Name     string
+	Duration time.Duration
 }
 
 // Conn is the client's side of an accepted stream.
