@@ -1,0 +1,421 @@
+package wireguard
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/net/dns/dnsmessage"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/netstack"
+
+	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/stream"
+)
+
+// The tests run in a network namespace of their own (TestMain re-runs the
+// test binary in one) whose loopback holds 198.18.0.0/24 (RFC 2544's
+// benchmarking range): a device in the tunnel connects to addresses that
+// are not loopback, as a phone does, and yet nothing can leave the
+// machine, since the namespace has no other interface.
+const netnsEnv = "INSPECTPROXY_WIREGUARD_NETNS"
+
+// upstreamNet is where the tests' servers listen.
+var upstreamNet = netip.MustParsePrefix("198.18.0.0/24")
+
+func TestMain(m *testing.M) {
+	if os.Getenv(netnsEnv) == "" {
+		cmd := exec.Command(os.Args[0], os.Args[1:]...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		cmd.Env = append(os.Environ(), netnsEnv+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			os.Exit(exit.ExitCode())
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "wireguard tests need a network namespace of their own (run as root): %v\n", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"addr", "add", upstreamNet.String(), "dev", "lo"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "ip %s: %v\n%s", strings.Join(args, " "), err, out)
+			os.Exit(2)
+		}
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// upstream is the n-th address of upstreamNet.
+func upstream(n int) netip.Addr {
+	a, _ := nthHost(upstreamNet, n)
+	return a
+}
+
+// sink collects events.
+type sink struct {
+	mu     sync.Mutex
+	events []*event.Event
+	added  chan struct{}
+}
+
+func newSink() *sink { return &sink{added: make(chan struct{}, 1)} }
+
+func (s *sink) emit(e *event.Event) {
+	s.mu.Lock()
+	s.events = append(s.events, e)
+	s.mu.Unlock()
+	select {
+	case s.added <- struct{}{}:
+	default:
+	}
+}
+
+// wait returns the first event matching ok, waiting up to 10s for it.
+func (s *sink) wait(t testing.TB, what string, ok func(*event.Event) bool) *event.Event {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		for _, e := range s.events {
+			if ok(e) {
+				s.mu.Unlock()
+				return e
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.added:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no %s event; have %d events", what, s.count())
+		}
+	}
+}
+
+func (s *sink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.events)
+}
+
+// standInPipeline stands in for the proxy's pipeline until that lands: it
+// dials the target, accepts the device's stream, relays both ways (a FIN
+// as a FIN, a reset as a reset) and writes a tunnel event with the
+// fields both it and the pipeline fill. Switching to the pipeline is one
+// line in testServer.
+func standInPipeline(emit func(*event.Event)) func(context.Context, *stream.Stream) {
+	var n atomic.Int64
+	return func(ctx context.Context, st *stream.Stream) {
+		ev := &event.Event{
+			ID: fmt.Sprintf("standin-%d", n.Add(1)), Start: st.Start, Client: st.Client.String(), Target: st.Target,
+			Kind: event.KindTunnel, Source: st.Source, Peer: st.Peer, TCP: &event.TCP{},
+		}
+		if l := st.Lookup; l != nil {
+			_, port, _ := net.SplitHostPort(st.Target)
+			ev.Target = net.JoinHostPort(l.Name, port)
+			d := ms(l.Duration)
+			ev.TCP.DNSMS = &d
+		}
+		defer func() {
+			ev.End = time.Now()
+			ev.TCP.DurationMS = ms(ev.End.Sub(st.Start))
+			emit(ev)
+		}()
+		var d net.Dialer
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		up, err := d.DialContext(dctx, "tcp", st.Target)
+		cancel()
+		if err != nil {
+			ev.Error = err.Error()
+			st.Refuse(stream.Refusal{Reason: stream.Unreachable, Err: err})
+			return
+		}
+		server := stream.TCP{TCPConn: up.(*net.TCPConn)}
+		ev.TCP.RemoteAddr = up.RemoteAddr().String()
+		client, _, err := st.Accept(up.RemoteAddr().(*net.TCPAddr).AddrPort())
+		if err != nil {
+			ev.Error = err.Error()
+			_ = up.Close()
+			return
+		}
+		var mu sync.Mutex
+		abort := sync.OnceFunc(func() { _ = client.Abort(); _ = server.Abort() })
+		defer context.AfterFunc(ctx, abort)()
+		half := func(dst, src stream.Conn, srcSide, dstSide string, count *int64) {
+			buf := make([]byte, 32<<10)
+			for {
+				n, rerr := src.Read(buf)
+				if n > 0 {
+					mu.Lock()
+					*count += int64(n)
+					mu.Unlock()
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						mu.Lock()
+						if isReset(werr) && ev.TCP.RST == "" {
+							ev.TCP.RST = dstSide
+						}
+						mu.Unlock()
+						abort()
+						return
+					}
+				}
+				if rerr == nil {
+					continue
+				}
+				mu.Lock()
+				switch {
+				case rerr == io.EOF:
+					if ev.TCP.FirstFIN == "" {
+						ev.TCP.FirstFIN = srcSide
+					}
+				case isReset(rerr) && ev.TCP.RST == "":
+					ev.TCP.RST = srcSide
+				}
+				mu.Unlock()
+				if rerr == io.EOF {
+					_ = dst.CloseWrite()
+				} else {
+					abort()
+				}
+				return
+			}
+		}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			half(server, client, event.SideClient, event.SideServer, &ev.TCP.BytesUp)
+		}()
+		half(client, server, event.SideServer, event.SideClient, &ev.TCP.BytesDown)
+		wg.Wait()
+		_ = client.Close()
+		_ = server.Close()
+	}
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// testEnv is a server, its store and its events.
+type testEnv struct {
+	srv    *Server
+	store  *Store
+	events *sink
+	stop   func()
+}
+
+// testServer starts a server on loopback with one peer, "phone"; tweak
+// adjusts its options.
+func testServer(t *testing.T, tweak func(*Options)) *testEnv {
+	t.Helper()
+	env := &testEnv{store: NewStore(t.TempDir()), events: newSink()}
+	dns := startDNSServer(t, map[string][]netip.Addr{
+		"api.example.test.": {upstream(1)},
+		"v6only.test.":      {netip.MustParseAddr("2001:db8::1")},
+	})
+	opts := Options{
+		Listen:  "127.0.0.1:0",
+		Store:   env.store,
+		Network: netip.MustParsePrefix("10.64.0.0/24"),
+		Emit:    env.events.emit,
+		Resolver: &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, dns)
+		}},
+		UDPIdleTimeout: 500 * time.Millisecond,
+		ShutdownGrace:  2 * time.Second,
+	}
+	opts.Handler = standInPipeline(env.events.emit) // the lead: the pipeline's handler here
+	if tweak != nil {
+		tweak(&opts)
+	}
+	if _, err := env.store.AddPeer("phone", opts.Network, opts.Network6); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.srv = srv
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	env.stop = sync.OnceFunc(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	t.Cleanup(env.stop)
+	return env
+}
+
+// config is the named peer's client config, as `peer add` prints it.
+func (e *testEnv) config(t testing.TB, name string) string {
+	t.Helper()
+	peers, err := e.store.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		if p.Name == name {
+			return ClientConfig(p, mustServerKey(t, e.store), fmt.Sprintf("127.0.0.1:%d", e.srv.Port()), DNSAddrs(e.srv.opts.Network, e.srv.opts.Network6), 1420)
+		}
+	}
+	t.Fatalf("no peer %q", name)
+	return ""
+}
+
+func mustServerKey(t testing.TB, s *Store) Key {
+	k, err := s.ServerKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// client is a WireGuard device: wireguard-go on its own userspace stack,
+// configured from the wg-quick text a phone would import.
+type client struct {
+	*netstack.Net
+	addr netip.Addr
+	dev  *device.Device
+}
+
+func newClient(t testing.TB, config string) *client {
+	t.Helper()
+	var (
+		addrs, dns []netip.Addr
+		mtu        = 1420
+		uapi       strings.Builder
+	)
+	sc := bufio.NewScanner(strings.NewReader(config))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " = ")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "PrivateKey":
+			fmt.Fprintf(&uapi, "private_key=%s\n", b64hex(t, v))
+		case "Address":
+			for _, p := range strings.Split(v, ", ") {
+				addrs = append(addrs, netip.MustParsePrefix(p).Addr())
+			}
+		case "DNS":
+			for _, a := range strings.Split(v, ", ") {
+				dns = append(dns, netip.MustParseAddr(a))
+			}
+		case "MTU":
+			fmt.Sscan(v, &mtu)
+		case "PublicKey":
+			fmt.Fprintf(&uapi, "public_key=%s\n", b64hex(t, v))
+		case "Endpoint":
+			fmt.Fprintf(&uapi, "endpoint=%s\n", v)
+		case "AllowedIPs":
+			for _, p := range strings.Split(v, ", ") {
+				fmt.Fprintf(&uapi, "allowed_ip=%s\n", p)
+			}
+		case "PersistentKeepalive":
+			fmt.Fprintf(&uapi, "persistent_keepalive_interval=%s\n", v)
+		default:
+			t.Fatalf("config key %q unknown to the test client", k)
+		}
+	}
+	tdev, tnet, err := netstack.CreateNetTUN(addrs, dns, mtu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
+	if err := dev.IpcSet(uapi.String()); err != nil {
+		t.Fatalf("client config: %v\n%s", err, config)
+	}
+	if err := dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	c := &client{Net: tnet, addr: addrs[0], dev: dev}
+	t.Cleanup(dev.Close)
+	return c
+}
+
+func b64hex(t testing.TB, s string) string {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// startDNSServer is an authoritative DNS server on loopback for the
+// host's resolver: the names given, NXDOMAIN for others.
+func startDNSServer(t testing.TB, zone map[string][]netip.Addr) string {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			addrs, known := zone[strings.ToLower(q.Name.String())]
+			rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
+			if !known {
+				rh.RCode = dnsmessage.RCodeNameError
+			}
+			b := dnsmessage.NewBuilder(nil, rh)
+			_ = b.StartQuestions()
+			_ = b.Question(q)
+			_ = b.StartAnswers()
+			for _, a := range addrs {
+				r := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 30}
+				switch {
+				case a.Is4() && q.Type == dnsmessage.TypeA:
+					_ = b.AResource(r, dnsmessage.AResource{A: a.As4()})
+				case a.Is6() && q.Type == dnsmessage.TypeAAAA:
+					_ = b.AAAAResource(r, dnsmessage.AAAAResource{AAAA: a.As16()})
+				}
+			}
+			if msg, err := b.Finish(); err == nil {
+				_, _ = pc.WriteTo(msg, from)
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
+}
