@@ -239,7 +239,7 @@ func TestClose(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond) // the rest arrives, unread
-		_ = d.Close()                       // closing with unread data resets (RFC 2525)
+		_ = d.Close()                      // closing with unread data resets (RFC 2525)
 		if err := <-got; err == nil || !strings.Contains(err.Error(), "reset") {
 			t.Errorf("server read %v, want a reset", err)
 		}
