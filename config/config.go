@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +44,9 @@ type Config struct {
 	MITM MITM `mapstructure:"mitm"`
 	// Admin is the metrics and health listener.
 	Admin Admin `mapstructure:"admin"`
+	// WireGuard captures whole devices through a WireGuard tunnel; off
+	// unless wireguard.listen is set.
+	WireGuard WireGuard `mapstructure:"wireguard"`
 }
 
 // Log configures logging.
@@ -143,6 +147,44 @@ type Admin struct {
 	Listen string `mapstructure:"listen"`
 }
 
+// WireGuard configures the WireGuard mode. Keys live in the wireguard/
+// subdirectory of mitm.data_dir; `inspectproxy wireguard peer add NAME`
+// makes a device's config.
+type WireGuard struct {
+	// Listen is the UDP address of the WireGuard server (flag --wireguard),
+	// e.g. ":51820"; empty is off. The port is bound on every address
+	// whatever the host part; only configured peers' packets are
+	// answered. Default empty.
+	Listen string `mapstructure:"listen"`
+	// QUIC is what a peer's UDP to port 443 gets (flag --wireguard-quic):
+	// "refuse" answers ICMP port unreachable, so that apps fall back to
+	// TCP where the TLS handshake is seen; "pass" forwards it with one udp
+	// event per flow. Default refuse.
+	QUIC string `mapstructure:"quic"`
+	// Network is the IPv4 network (at most /30) of the peers' tunnel
+	// addresses; its first address is the tunnel's DNS resolver. Changing
+	// it means adding the peers again. Default 10.64.0.0/24.
+	Network string `mapstructure:"network"`
+	// Network6, when set, gives each peer an IPv6 address too from this
+	// network (a ULA, e.g. fd64:6970::/64). Default empty (IPv4 only).
+	Network6 string `mapstructure:"network6"`
+	// Endpoint is the host or host:port devices connect to, written into
+	// their configs. Default: this machine's first non-loopback IPv4
+	// address and the listen port.
+	Endpoint string `mapstructure:"endpoint"`
+	// MTU of the tunnel, 1280 to 65535. Default 1420 (as wg-quick).
+	MTU int `mapstructure:"mtu"`
+	// MaxConnections caps the open TCP and UDP flows of all peers
+	// together; over it a TCP flow is reset and a UDP flow refused, with
+	// an event naming the limit. Default 4096.
+	MaxConnections int `mapstructure:"max_connections"`
+	// MaxConnectionsPerPeer caps one peer's open flows. Default 1024.
+	MaxConnectionsPerPeer int `mapstructure:"max_connections_per_peer"`
+	// UDPIdleTimeout ends a UDP flow quiet both ways this long and writes
+	// its event. Default 60s.
+	UDPIdleTimeout time.Duration `mapstructure:"udp_idle_timeout"`
+}
+
 // Default returns the defaults.
 func Default() Config {
 	home, err := os.UserHomeDir()
@@ -167,6 +209,10 @@ func Default() Config {
 		TLS:  TLS{Probe: true, ProbeTimeout: 5 * time.Second, ProbeTTL: 10 * time.Minute},
 		ATS:  ATS{MinTLSVersion: "TLSv1.2", RequireForwardSecrecy: true},
 		MITM: MITM{DataDir: home + "/.inspectproxy"},
+		WireGuard: WireGuard{
+			QUIC: "refuse", Network: "10.64.0.0/24", MTU: 1420,
+			MaxConnections: 4096, MaxConnectionsPerPeer: 1024, UDPIdleTimeout: 60 * time.Second,
+		},
 	}
 }
 
@@ -224,7 +270,42 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("config: limits.%s must be positive, got %d", name, v))
 		}
 	}
+	errs = append(errs, c.WireGuard.validate()...)
 	return errors.Join(errs...)
+}
+
+func (w *WireGuard) validate() []error {
+	var errs []error
+	if w.Listen != "" {
+		if _, port, err := net.SplitHostPort(w.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("config: wireguard.listen %q: %w", w.Listen, err))
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			errs = append(errs, fmt.Errorf("config: wireguard.listen %q: port %q is not a number from 0 to 65535", w.Listen, port))
+		}
+	}
+	if w.QUIC != "refuse" && w.QUIC != "pass" {
+		errs = append(errs, fmt.Errorf("config: wireguard.quic %q: want refuse or pass", w.QUIC))
+	}
+	if p, err := netip.ParsePrefix(w.Network); err != nil || !p.Addr().Is4() || p.Bits() > 30 {
+		errs = append(errs, fmt.Errorf("config: wireguard.network %q: want an IPv4 network of at least 4 addresses, e.g. 10.64.0.0/24", w.Network))
+	}
+	if w.Network6 != "" {
+		if p, err := netip.ParsePrefix(w.Network6); err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Bits() > 120 {
+			errs = append(errs, fmt.Errorf("config: wireguard.network6 %q: want an IPv6 network, e.g. fd64:6970::/64", w.Network6))
+		}
+	}
+	if w.MTU < 1280 || w.MTU > 65535 {
+		errs = append(errs, fmt.Errorf("config: wireguard.mtu %d: want 1280 to 65535", w.MTU))
+	}
+	for name, v := range map[string]int64{
+		"max_connections": int64(w.MaxConnections), "max_connections_per_peer": int64(w.MaxConnectionsPerPeer),
+		"udp_idle_timeout": int64(w.UDPIdleTimeout),
+	} {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("config: wireguard.%s must be positive, got %d", name, v))
+		}
+	}
+	return errs
 }
 
 // AuthEnabled reports whether proxy Basic auth is on.

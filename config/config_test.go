@@ -18,7 +18,7 @@ func TestExampleFileIsTheDefaults(t *testing.T) {
 		t.Fatalf("example config: %v", err)
 	}
 	want := Default()
-	if got.Listen != want.Listen || got.Events != want.Events || got.Limits != want.Limits || got.TLS.ProbeTTL != want.TLS.ProbeTTL || got.MITM.DataDir != want.MITM.DataDir {
+	if got.Listen != want.Listen || got.Events != want.Events || got.Limits != want.Limits || got.TLS.ProbeTTL != want.TLS.ProbeTTL || got.MITM.DataDir != want.MITM.DataDir || got.WireGuard != want.WireGuard {
 		t.Errorf("example file differs from defaults:\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -69,6 +69,15 @@ func TestValidate(t *testing.T) {
 		{"zero timeout", func(c *Config) { c.Limits.IdleTimeout = 0 }, "idle_timeout must be positive", nil},
 		{"bad log format", func(c *Config) { c.Log.Format = "xml" }, "log.format", nil},
 		{"bad mitm pattern", func(c *Config) { c.MITM.Hosts = []string{"[a-"} }, "mitm.hosts", nil},
+		{"wireguard on", func(c *Config) { c.WireGuard.Listen = ":51820"; c.WireGuard.Network6 = "fd64:6970::/64" }, "", nil},
+		{"wireguard listen", func(c *Config) { c.WireGuard.Listen = "51820" }, `wireguard.listen "51820"`, nil},
+		{"wireguard port", func(c *Config) { c.WireGuard.Listen = ":wg" }, `wireguard.listen ":wg": port "wg"`, nil},
+		{"wireguard quic", func(c *Config) { c.WireGuard.QUIC = "drop" }, `wireguard.quic "drop": want refuse or pass`, nil},
+		{"wireguard network v6", func(c *Config) { c.WireGuard.Network = "fd00::/64" }, `wireguard.network "fd00::/64"`, nil},
+		{"wireguard network tiny", func(c *Config) { c.WireGuard.Network = "10.0.0.0/31" }, `wireguard.network "10.0.0.0/31"`, nil},
+		{"wireguard network6", func(c *Config) { c.WireGuard.Network6 = "10.0.0.0/8" }, `wireguard.network6 "10.0.0.0/8"`, nil},
+		{"wireguard mtu", func(c *Config) { c.WireGuard.MTU = 576 }, "wireguard.mtu 576: want 1280 to 65535", nil},
+		{"wireguard cap", func(c *Config) { c.WireGuard.MaxConnectionsPerPeer = 0 }, "wireguard.max_connections_per_peer must be positive, got 0", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()
