@@ -68,9 +68,12 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
+	f.String("wireguard", "", `WireGuard mode: capture whole devices on this UDP address, e.g. ":51820" (add devices with: inspectproxy wireguard peer add NAME)`)
+	f.String("wireguard-quic", "", "WireGuard mode, UDP 443: refuse (ICMP unreachable, apps fall back to TCP) or pass (default refuse)")
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events", "log-format": "log.format", "log-level": "log.level",
 		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen",
+		"wireguard": "wireguard.listen", "wireguard-quic": "wireguard.quic",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
 	}
@@ -124,12 +127,18 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	if err != nil {
 		return err
 	}
+	// The lead: the pipeline's stream handler and the access package's
+	// destination check go here with the proxy rewrite.
+	waitWG, err := startWireGuard(ctx, cfg, log, func(e *event.Event) { _ = w.Write(e) }, nil, nil)
+	if err != nil {
+		return err
+	}
 	runErr := srv.Run(ctx, func(a net.Addr) {
 		if ready != nil {
 			ready(a)
 		}
 	})
-	return errors.Join(runErr, w.Flush(), closeOut())
+	return errors.Join(runErr, waitWG(), w.Flush(), closeOut())
 }
 
 func openEvents(path string) (io.Writer, func() error, error) {

@@ -15,9 +15,9 @@ import (
 	"github.com/inspectproxy/inspectproxy/proxy"
 )
 
-// extraCommands are the report, ats and ca commands.
+// extraCommands are the report, ats, ca and wireguard commands.
 func extraCommands(stdout, stderr io.Writer) []*cobra.Command {
-	return []*cobra.Command{newCA(stdout, stderr), newATS(stdout), newReport(stdout, stderr)}
+	return []*cobra.Command{newCA(stdout, stderr), newATS(stdout), newReport(stdout, stderr), newWireGuard(stdout, stderr)}
 }
 
 // dataDir resolves the CA directory the way serve does: flag, then

@@ -1,0 +1,251 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+	"go.uber.org/zap"
+
+	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/stream"
+	"github.com/inspectproxy/inspectproxy/wireguard"
+)
+
+// defaultWireGuardPort is the port written into device configs while
+// wireguard.listen is unset (WireGuard's usual port).
+const defaultWireGuardPort = "51820"
+
+// wgSetup is what the peer commands and serve derive from the config.
+type wgSetup struct {
+	store             *wireguard.Store
+	network, network6 netip.Prefix
+	endpoint          string
+	mtu               int
+}
+
+func newWGSetup(cfg config.Config) (wgSetup, error) {
+	w := cfg.WireGuard
+	s := wgSetup{store: wireguard.NewStore(filepath.Join(cfg.MITM.DataDir, "wireguard")), mtu: w.MTU}
+	s.network = netip.MustParsePrefix(w.Network) // Validate checked both
+	if w.Network6 != "" {
+		s.network6 = netip.MustParsePrefix(w.Network6)
+	}
+	port := defaultWireGuardPort
+	if w.Listen != "" {
+		_, port, _ = net.SplitHostPort(w.Listen)
+	}
+	switch host, p, err := net.SplitHostPort(w.Endpoint); {
+	case w.Endpoint == "":
+		lan, err := lanAddr()
+		if err != nil {
+			return s, err
+		}
+		s.endpoint = net.JoinHostPort(lan.String(), port)
+	case err == nil:
+		s.endpoint = net.JoinHostPort(host, p)
+	default:
+		s.endpoint = net.JoinHostPort(w.Endpoint, port)
+	}
+	return s, nil
+}
+
+// lanAddr is this machine's first non-loopback IPv4 address on an
+// interface that is up: what a phone on the same network reaches.
+func lanAddr() (netip.Addr, error) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("wireguard: list interfaces: %w", err)
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && !p.Addr().IsLinkLocalUnicast() {
+				return p.Addr(), nil
+			}
+		}
+	}
+	return netip.Addr{}, errors.New("wireguard: no LAN IPv4 address found; set wireguard.endpoint (--endpoint) to the host devices connect to")
+}
+
+// config is a peer's wg-quick config text.
+func (s wgSetup) config(p wireguard.Peer) (string, error) {
+	key, err := s.store.ServerKey()
+	if err != nil {
+		return "", err
+	}
+	return wireguard.ClientConfig(p, key, s.endpoint, wireguard.DNSAddrs(s.network, s.network6), s.mtu), nil
+}
+
+// printPeer writes a peer's config, then its QR code unless noQR.
+func (s wgSetup) printPeer(w io.Writer, p wireguard.Peer, noQR bool) error {
+	text, err := s.config(p)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(w, text)
+	if noQR {
+		return nil
+	}
+	qr, err := wireguard.QR(text)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(w, "\n"+qr)
+	return nil
+}
+
+func newWireGuard(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{Use: "wireguard", Short: "Manage the devices (peers) of the WireGuard mode"}
+	peer := &cobra.Command{Use: "peer", Short: "Add, list, show or remove a device"}
+	root.AddCommand(peer)
+	v := viper.New()
+	pf := root.PersistentFlags()
+	file := pf.String("config", "", "YAML config file")
+	pf.String("data-dir", "", "directory whose wireguard/ subdirectory holds the keys (default $HOME/.inspectproxy)")
+	pf.String("endpoint", "", "host[:port] devices connect to (default: this machine's first LAN IPv4 address)")
+	for flag, key := range map[string]string{"data-dir": "mitm.data_dir", "endpoint": "wireguard.endpoint"} {
+		_ = v.BindPFlag(key, pf.Lookup(flag))
+	}
+	setup := func() (wgSetup, error) {
+		cfg, err := config.Load(v, *file)
+		if err != nil {
+			return wgSetup{}, err
+		}
+		return newWGSetup(cfg)
+	}
+	var noQR bool
+	add := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Add a device: print its WireGuard config and a QR code to scan with the WireGuard app",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := setup()
+			if err != nil {
+				return err
+			}
+			p, err := s.store.AddPeer(args[0], s.network, s.network6)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "added peer %q (%s); in the WireGuard app: + → Create from QR code, or import the text below\n", p.Name, p.Addresses[0])
+			return s.printPeer(stdout, p, noQR)
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Print a device's WireGuard config and QR code again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := setup()
+			if err != nil {
+				return err
+			}
+			peers, err := s.store.Peers()
+			if err != nil {
+				return err
+			}
+			for _, p := range peers {
+				if p.Name == args[0] {
+					return s.printPeer(stdout, p, noQR)
+				}
+			}
+			return fmt.Errorf("wireguard: no peer %q", args[0])
+		},
+	}
+	for _, c := range []*cobra.Command{add, show} {
+		c.Flags().BoolVar(&noQR, "no-qr", false, "print the config text only")
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the devices",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := setup()
+			if err != nil {
+				return err
+			}
+			peers, err := s.store.Peers()
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tADDRESSES\tPUBLIC KEY\tADDED")
+			for _, p := range peers {
+				addrs := make([]string, len(p.Addresses))
+				for i, a := range p.Addresses {
+					addrs[i] = a.String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, strings.Join(addrs, ", "), p.PublicKey, p.Created.Format("2006-01-02 15:04:05Z"))
+			}
+			return tw.Flush()
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove a device; it can no longer connect",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := setup()
+			if err != nil {
+				return err
+			}
+			return s.store.RemovePeer(args[0])
+		},
+	}
+	peer.AddCommand(add, list, show, remove)
+	return root
+}
+
+// startWireGuard runs the WireGuard server beside the proxy when
+// wireguard.listen is set; handle is the pipeline's stream handler and
+// check the destination policy for UDP. wait blocks until the server
+// has stopped (after ctx ends) and every flow's event is written.
+func startWireGuard(ctx context.Context, cfg config.Config, log *zap.Logger, emit func(*event.Event),
+	handle func(context.Context, *stream.Stream), check func(netip.Addr, netip.AddrPort) error) (wait func() error, err error) {
+	if cfg.WireGuard.Listen == "" {
+		return func() error { return nil }, nil
+	}
+	if handle == nil {
+		return nil, fmt.Errorf("config: wireguard.listen %q: the WireGuard mode needs the proxy's stream pipeline, which this build does not have yet", cfg.WireGuard.Listen)
+	}
+	s, err := newWGSetup(cfg)
+	if err != nil {
+		return nil, err
+	}
+	w := cfg.WireGuard
+	srv, err := wireguard.New(wireguard.Options{
+		Listen: w.Listen, Store: s.store, Network: s.network, Network6: s.network6, MTU: w.MTU, QUIC: w.QUIC,
+		MaxConnections: w.MaxConnections, MaxConnectionsPerPeer: w.MaxConnectionsPerPeer,
+		UDPIdleTimeout: w.UDPIdleTimeout, LookupTimeout: cfg.Limits.DialTimeout, ShutdownGrace: cfg.Limits.ShutdownGrace,
+		Handler: handle, Emit: emit, CheckDestination: check, Log: log.Named("wireguard"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	peers, err := s.store.Peers()
+	if err != nil {
+		return nil, err
+	}
+	log.Info("WireGuard listening", zap.String("udp", net.JoinHostPort("", strconv.Itoa(int(srv.Port())))),
+		zap.String("endpoint", s.endpoint), zap.Stringer("public_key", srv.PublicKey()), zap.Int("peers", len(peers)), zap.String("quic", w.QUIC))
+	if len(peers) == 0 {
+		log.Info("no WireGuard devices yet; add one with: inspectproxy wireguard peer add phone")
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	return func() error { return <-done }, nil
+}
