@@ -230,7 +230,7 @@ type testEnv struct {
 
 // testServer starts a server on loopback with one peer, "phone"; tweak
 // adjusts its options.
-func testServer(t *testing.T, tweak func(*Options)) *testEnv {
+func testServer(t testing.TB, tweak func(*Options)) *testEnv {
 	t.Helper()
 	env := &testEnv{store: NewStore(t.TempDir()), events: newSink()}
 	dns := startDNSServer(t, map[string][]netip.Addr{
