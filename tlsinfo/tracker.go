@@ -281,7 +281,7 @@ func describeNotTLS(b []byte, why string) string {
 	case len(b) >= 5 && b[0]&0x80 != 0 && b[2] == 1:
 		// SSLv2 record: 2-byte length with the high bit set, then
 		// msg_type 1 (client-hello) and the version the client wants.
-		return fmt.Sprintf("first bytes % x are an SSLv2 event.ClientHello (version 0x%02x%02x), not a TLS record",
+		return fmt.Sprintf("first bytes % x are an SSLv2 ClientHello (version 0x%02x%02x), not a TLS record",
 			b[:5], b[3], b[4])
 	case looksLikeHTTP(b):
 		return fmt.Sprintf("first bytes %q look like HTTP, not a TLS record", text)
