@@ -17,6 +17,10 @@ type SockInfo struct {
 	PeerFIN bool
 	// SinceRecv is the time since data last arrived from the peer.
 	SinceRecv time.Duration
+	// Unacked counts segments sent and not acknowledged yet (a FIN too).
+	Unacked uint32
+	// RTT is the kernel's smoothed round-trip time.
+	RTT time.Duration
 }
 
 // Info reads TCP_INFO for c. ok is false where the kernel does not say.
@@ -34,5 +38,28 @@ func Info(c *net.TCPConn) (info SockInfo, ok bool) {
 		Closed:    ti.State == unix.BPF_TCP_CLOSE,
 		PeerFIN:   ti.State == unix.BPF_TCP_CLOSE_WAIT || ti.State == unix.BPF_TCP_LAST_ACK || ti.State == unix.BPF_TCP_CLOSING || ti.State == unix.BPF_TCP_TIME_WAIT,
 		SinceRecv: time.Duration(ti.Last_data_recv) * time.Millisecond,
+		Unacked:   ti.Unacked,
+		RTT:       time.Duration(ti.Rtt) * time.Microsecond,
 	}, true
+}
+
+// SocketError returns the error pending on c (SO_ERROR), such as the
+// ECONNRESET of a reset nobody has read yet, and clears it.
+func SocketError(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var soerr int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { soerr, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); err != nil {
+		return err
+	}
+	if gerr != nil {
+		return gerr
+	}
+	if soerr != 0 {
+		return unix.Errno(soerr)
+	}
+	return nil
 }

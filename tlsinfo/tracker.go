@@ -216,6 +216,20 @@ func (t *Tracker) EOF(dir Direction, _ time.Duration) {
 	t.finished[dir].Store(true)
 }
 
+// Reset records that a direction ended with a reset.
+func (t *Tracker) Reset(dir Direction, at time.Duration) { t.EOF(dir, at) }
+
+// Stop ends inspection of both directions: the caller stopped waiting (a
+// client that sent nothing within the hello timeout).
+func (t *Tracker) Stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopAll()
+}
+
+// Done reports whether dir needs no more bytes.
+func (t *Tracker) Done(dir Direction) bool { return t.finished[dir].Load() }
+
 // Info returns a snapshot of what has been seen so far.
 func (t *Tracker) Info() Info {
 	t.mu.Lock()

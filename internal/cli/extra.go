@@ -108,7 +108,7 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 		if err != nil {
 			return err
 		}
-		o.Observer = m
+		o.Observers = append(o.Observers, m)
 		o.Self = append(o.Self, ln.Addr().String())
 		go func() {
 			if err := m.Serve(ctx, ln, log.Named("admin")); err != nil {
