@@ -34,7 +34,7 @@ type httpEngine struct {
 func newHTTPEngine(log *zap.Logger) *httpEngine {
 	gp := goproxy.NewProxyHttpServer()
 	gp.Logger = zapPrintf{log.Named("goproxy").Sugar()}
-	gp.Tr = nil                 // never used: every request gets its session's RoundTripper
+	gp.Tr = nil                  // never used: every request gets its session's RoundTripper
 	gp.KeepAcceptEncoding = true // pass Accept-Encoding through untouched
 	gp.OnRequest().DoFunc(func(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 		s := sessionFrom(r.Context())

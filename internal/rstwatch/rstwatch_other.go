@@ -6,7 +6,9 @@ import "errors"
 
 type sysWatcher struct{}
 
-func newWatcher() (*Watcher, error) { return nil, errors.New("rstwatch: not supported on this platform") }
+func newWatcher() (*Watcher, error) {
+	return nil, errors.New("rstwatch: not supported on this platform")
+}
 
 func (sysWatcher) add(int, uint64) error { return nil }
 func (sysWatcher) del(int)               {}
