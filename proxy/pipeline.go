@@ -97,10 +97,7 @@ func (p *pipeline) serve(st *stream.Stream, rec *record) {
 	t.server = d.Conn
 	rec.publish(PhaseConnected)
 	t.tracker = tlsinfo.NewTracker(p.lim.InspectBuffer)
-	r := &relay{
-		client: client, server: d.Conn, tracker: t.tracker, lim: p.lim,
-		since: rec.since, onCut: p.conns.onCut, close: t.close,
-	}
+	r := newRelay(client, d.Conn, t.tracker, p.lim, rec.since, p.conns.onCut, t.close)
 	t.relay = r
 	earlyFed := false
 	if p.mitm != nil {

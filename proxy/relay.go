@@ -35,9 +35,12 @@ type relay struct {
 	close     *timing.Close
 
 	bytes [2]atomic.Int64 // by direction: up, down
-	// afterFIN counts bytes written into a side after its FIN arrived: if
-	// that side then resets, the cause is data after close.
-	afterFIN [2]atomic.Int64 // by side: client, server
+	// afterFIN counts bytes written into a side after its FIN arrived, as
+	// far as the copy loops know; sentAtFIN is what the kernel had sent
+	// into that socket when its FIN arrived, for the splice path: if that
+	// side then resets, the cause is data after close.
+	afterFIN  [2]atomic.Int64 // by side: client, server
+	sentAtFIN [2]atomic.Int64 // by side; -1 while unknown
 	// lastRecv is when each direction last read data, for idle_timeout
 	// where the kernel cannot say (a client that is not a kernel socket).
 	lastRecv  [2]atomic.Int64
@@ -50,6 +53,17 @@ type relay struct {
 
 	errMu sync.Mutex
 	err   error
+}
+
+func newRelay(client stream.Conn, server *net.TCPConn, tr *tlsinfo.Tracker, lim config.Limits,
+	since func() time.Duration, onCut func(any, func()) func(), cl *timing.Close) *relay {
+	r := &relay{client: client, server: server, tracker: tr, lim: lim, since: since, onCut: onCut, close: cl}
+	if t, ok := client.(stream.TCP); ok {
+		r.clientTCP = t.TCPConn
+	}
+	r.sentAtFIN[0].Store(-1)
+	r.sentAtFIN[1].Store(-1)
+	return r
 }
 
 // sides of a relay, indexing afterFIN and unwatch.
@@ -69,9 +83,6 @@ func sideName(s int) string {
 // earlyFed) and then both directions until both are over, then closes both
 // sockets.
 func (r *relay) run(early []byte, earlyFed bool) {
-	if t, ok := r.client.(stream.TCP); ok {
-		r.clientTCP = t.TCPConn
-	}
 	idle := r.watchIdle()
 	defer idle.Stop()
 	defer r.onCut(r, func() { r.proxyCut("shutdown", "proxy_shutdown") })()
@@ -260,6 +271,9 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 		// still writes into it. If it closed the whole socket, its kernel
 		// will answer that data with a reset no read would see.
 		if e.srcTCP != nil {
+			if si, ok := timing.Info(e.srcTCP); ok {
+				r.sentAtFIN[e.srcSide].Store(int64(si.BytesSent + uint64(si.NotSent)))
+			}
 			r.watchReset(e.srcSide, e.srcTCP)
 		}
 		_ = closeWrite(e.dst)
@@ -312,11 +326,26 @@ func (r *relay) resetSide(err error, e endpoints, writeErr bool) int {
 // side, as the peer of a direct connection would have seen it.
 func (r *relay) peerReset(side int, at time.Duration) {
 	cause := "abort"
-	if r.afterFIN[side].Load() > 0 {
+	if r.afterFIN[side].Load() > 0 || r.sentSinceFIN(side) {
 		cause = "data_after_close"
 	}
 	r.close.RST(sideName(side), cause)
 	r.abort()
+}
+
+// sentSinceFIN asks the kernel whether data went into side's socket after
+// its FIN arrived (the splice path does not count as it goes).
+func (r *relay) sentSinceFIN(side int) bool {
+	base := r.sentAtFIN[side].Load()
+	c := r.server
+	if side == clientSide {
+		c = r.clientTCP
+	}
+	if base < 0 || c == nil {
+		return false
+	}
+	si, ok := timing.Info(c)
+	return ok && int64(si.BytesSent+uint64(si.NotSent)) > base
 }
 
 // watchReset watches a socket whose peer sent FIN for the reset its

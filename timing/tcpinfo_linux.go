@@ -21,6 +21,10 @@ type SockInfo struct {
 	Unacked uint32
 	// RTT is the kernel's smoothed round-trip time.
 	RTT time.Duration
+	// BytesSent counts data bytes sent on the socket (retransmissions
+	// included), NotSent those written but not sent yet.
+	BytesSent uint64
+	NotSent   uint32
 }
 
 // Info reads TCP_INFO for c. ok is false where the kernel does not say.
@@ -40,6 +44,8 @@ func Info(c *net.TCPConn) (info SockInfo, ok bool) {
 		SinceRecv: time.Duration(ti.Last_data_recv) * time.Millisecond,
 		Unacked:   ti.Unacked,
 		RTT:       time.Duration(ti.Rtt) * time.Microsecond,
+		BytesSent: ti.Bytes_sent,
+		NotSent:   ti.Notsent_bytes,
 	}, true
 }
 

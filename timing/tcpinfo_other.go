@@ -14,6 +14,8 @@ type SockInfo struct {
 	SinceRecv time.Duration
 	Unacked   uint32
 	RTT       time.Duration
+	BytesSent uint64
+	NotSent   uint32
 }
 
 // Info is only implemented on Linux; elsewhere ok is false and callers
