@@ -93,10 +93,7 @@ func TestResetAfterClientClose(t *testing.T) {
 
 // Issue 9, finding 6: the proxy's own resets are recorded, with a cause.
 func TestProxyResetsRecorded(t *testing.T) {
-	h := startProxy(t, func(c *config.Config) {
-		c.Limits.IdleTimeout = 200 * time.Millisecond
-		c.Limits.HalfCloseTimeout = 200 * time.Millisecond
-	})
+	h := startProxy(t, func(c *config.Config) { c.Limits.IdleTimeout = 200 * time.Millisecond })
 	addr := tcpServer(t, func(c *net.TCPConn) {
 		_, _ = io.Copy(c, c)
 		time.Sleep(time.Second) // never FINs back within the half-close timeout
@@ -114,6 +111,7 @@ func TestProxyResetsRecorded(t *testing.T) {
 		t.Errorf("idle: rst=%q cause=%q timeout=%q history=%q", tcp.RST, tcp.RSTCause, tcp.Timeout, tcp.History)
 	}
 	// half-close: the client half-closes, the echo server never does.
+	h = startProxy(t, func(c *config.Config) { c.Limits.HalfCloseTimeout = 200 * time.Millisecond })
 	c = h.connect(addr)
 	_ = c.CloseWrite()
 	_, _ = io.ReadAll(c)
