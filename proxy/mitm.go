@@ -143,8 +143,8 @@ func (m *mitmLayer) serve(rec *record, client stream.Conn, h hello, tr *tlsinfo.
 			}
 			info := tr.Info()
 			ev.TLS = mitmTLS(info.Event(), ev.Upstreams)
-			if cc.rejected != nil && ev.TLS != nil {
-				ev.TLS.ClientRejected = cc.rejected
+			if ev.TLS != nil && cc.failure != nil {
+				ev.TLS.ClientRejected, ev.TLS.Failure = cc.rejected, cc.failure
 			}
 		})
 	}()
@@ -234,8 +234,10 @@ func (m *mitmLayer) serve(rec *record, client stream.Conn, h hello, tr *tlsinfo.
 		return
 	}
 	serveOne(srv, &http.Server{
-		Handler:                      handler,
-		ReadHeaderTimeout:            m.lim.HeaderTimeout,
+		Handler: handler,
+		// Waiting for the first request is the stream's idle time too:
+		// net/http cannot tell it from reading slow headers.
+		ReadHeaderTimeout:            min(m.lim.HeaderTimeout, m.lim.IdleTimeout),
 		IdleTimeout:                  m.lim.IdleTimeout,
 		MaxHeaderBytes:               m.lim.MaxHeaderBytes,
 		DisableGeneralOptionsHandler: true,
@@ -249,8 +251,22 @@ func (m *mitmLayer) serve(rec *record, client stream.Conn, h hello, tr *tlsinfo.
 // is named, and may send the host through untouched from now on.
 func (m *mitmLayer) clientFailed(rec *record, cc *mitmClientConn, name, clientIP string, err error) {
 	rec.setError(fmt.Sprintf("proxy: TLS handshake with the client for %q: %v", name, err))
+	phase := "client_hello"
+	if cc.flightAt > 0 {
+		phase = "server_flight"
+	}
+	cc.failure = handshakeFailure(event.SideClient, err, phase, cc.since())
 	alert, rejected := rejectionAlert(err)
-	if !rejected && !cc.closedAfterFlight() {
+	if !rejected {
+		if alert, rejected = cc.refusedAfterFlight(); rejected {
+			// What crypto/tls could not read was the client's alert.
+			cc.failure.By, cc.failure.How, cc.failure.Alert, cc.failure.AlertCode = event.SideClient, "alert", alert, nil
+			if alert == "close" {
+				cc.failure.How, cc.failure.Alert = "close", ""
+			}
+		}
+	}
+	if !rejected {
 		return
 	}
 	likely := "untrusted_ca"
@@ -312,6 +328,10 @@ func (m *mitmLayer) handshake(ctx context.Context, u *upstreamConn, name string,
 		tlsinfo.SetVerdict(t, verr)
 	}
 	t.ClientHelloMS, t.HandshakeDone, t.HandshakeMS = timing.MSPtr(start), timing.MSPtr(end), timing.MSPtr(end-start)
+	if herr != nil {
+		t.HandshakeDone, t.HandshakeMS = nil, nil
+		t.Failure = handshakeFailure(event.SideServer, herr, upstreamPhase(tc.ConnectionState()), end)
+	}
 	u.mu.Lock()
 	u.tls, u.tlsTime = t, end-start
 	if herr != nil {
@@ -323,6 +343,57 @@ func (m *mitmLayer) handshake(ctx context.Context, u *upstreamConn, name string,
 		return nil, fmt.Errorf("proxy: upstream TLS to %s: %w", u.target, herr)
 	}
 	return tc, nil
+}
+
+// handshakeFailure says how a handshake the proxy made ended early, from
+// crypto/tls's error: by the peer (by) with an alert, a close or a reset,
+// or by the proxy's timeout; the phase is as far as the peer got.
+func handshakeFailure(by string, err error, phase string, at time.Duration) *event.HandshakeFailure {
+	f := &event.HandshakeFailure{By: by, AtMS: timing.MSPtr(at), Phase: phase}
+	var oe *net.OpError
+	var ae tls.AlertError
+	switch {
+	case errors.As(err, &oe) && oe.Op == "remote error":
+		f.How = "alert"
+		f.Alert, f.AlertCode = alertOf(oe.Err)
+	case errors.As(err, &ae):
+		f.By, f.How = event.SideProxy, "alert"
+		f.Alert, f.AlertCode = alertOf(ae)
+	case errors.Is(err, context.DeadlineExceeded):
+		f.By, f.How = event.SideProxy, "timeout"
+	case timing.IsReset(err):
+		f.How = "rst"
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		f.How = "close"
+	default:
+		// The proxy refused what it was sent (a certificate that does not
+		// verify, a malformed message).
+		f.By, f.How = event.SideProxy, "alert"
+	}
+	return f
+}
+
+// upstreamPhase is how far the server got in a handshake the proxy began.
+func upstreamPhase(st tls.ConnectionState) string {
+	switch {
+	case len(st.PeerCertificates) > 0:
+		return "server_flight"
+	case st.Version != 0:
+		return "server_hello"
+	}
+	return "client_hello"
+}
+
+// alertOf names an alert crypto/tls reported (its text, e.g. "tls:
+// handshake failure") with the IANA name and number.
+func alertOf(err error) (string, *int) {
+	desc := strings.ReplaceAll(strings.TrimPrefix(err.Error(), "tls: "), " ", "_")
+	for code := range 256 {
+		if name := tlsinfo.AlertName(uint8(code)); strings.EqualFold(name, desc) {
+			return fmt.Sprintf("fatal %s (%d)", name, code), &code
+		}
+	}
+	return desc, nil
 }
 
 // alpnOffer is what the server's leg offers: the client's own offer, of
@@ -388,7 +459,11 @@ type mitmClientConn struct {
 	mu       sync.Mutex
 	flightAt time.Duration // when the proxy's handshake flight was sent
 	closed   bool          // the client closed or reset after it
+	// afterFlight counts the client's bytes after the flight: one short
+	// record and nothing else is TLS 1.3's encrypted alert.
+	afterFlight int
 	rejected *event.ClientRejected
+	failure  *event.HandshakeFailure
 }
 
 func (c *mitmClientConn) Read(p []byte) (int, error) {
@@ -401,12 +476,15 @@ func (c *mitmClientConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.tracker.Feed(tlsinfo.ClientToServer, p[:n], c.since())
 	}
-	if err != nil {
-		c.mu.Lock()
-		if c.flightAt > 0 {
+	c.mu.Lock()
+	if c.flightAt > 0 {
+		c.afterFlight += n
+		if err != nil {
 			c.closed = true
 		}
-		c.mu.Unlock()
+	}
+	c.mu.Unlock()
+	if err != nil {
 		if timing.IsReset(err) {
 			c.tracker.Reset(tlsinfo.ClientToServer, c.since())
 		} else {
@@ -427,13 +505,28 @@ func (c *mitmClientConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// closedAfterFlight reports a client that hung up right after the proxy's
-// handshake flight, without an alert: how many clients refuse a
-// certificate in TLS 1.3, where the alert is encrypted.
-func (c *mitmClientConn) closedAfterFlight() bool {
+// encryptedAlert is the largest TLS 1.3 record an alert makes: a 5-byte
+// header, 2 bytes of alert, 1 of content type, a 16-byte tag; a
+// ChangeCipherSpec record (6 bytes) may come first for middleboxes.
+const encryptedAlert = 5 + 2 + 1 + 16 + 6
+
+// refusedAfterFlight reports a client that answered the proxy's handshake
+// flight with nothing but a close, or with one alert-sized record: how
+// clients refuse a certificate in TLS 1.3, where the alert is encrypted
+// (crypto/tls, which cannot decrypt what OpenSSL sends then, says "bad
+// record MAC").
+func (c *mitmClientConn) refusedAfterFlight() (alert string, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.closed
+	switch {
+	case c.flightAt == 0:
+		return "", false
+	case c.afterFlight == 0 && c.closed:
+		return "close", true
+	case c.afterFlight > 0 && c.afterFlight <= encryptedAlert:
+		return "encrypted alert", true
+	}
+	return "", false
 }
 
 func (c *mitmClientConn) sinceFlight() time.Duration {
