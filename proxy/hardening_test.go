@@ -268,3 +268,18 @@ func TestHeadersRecorded(t *testing.T) {
 		t.Errorf("sizes and response headers: %+v", ev.HTTP[0])
 	}
 }
+
+// Finding 10: a tunnel whose client sent a truncated record before the
+// stream was cut says so, not "the client sent no data".
+func TestTruncatedHelloDescribed(t *testing.T) {
+	h := startProxy(t, func(c *config.Config) { c.Limits.IdleTimeout = 200 * time.Millisecond })
+	addr := tcpServer(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
+	c := h.connect(addr)
+	_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}) // a record header and one byte
+	_, _ = io.ReadAll(c)                                      // until the idle cut
+	c.Close()
+	ev := h.event()
+	if ev.TCP.BytesUp != 6 || !strings.Contains(ev.TLSAbsent, "6 bytes") {
+		t.Errorf("bytes_up=%d tls_absent=%q", ev.TCP.BytesUp, ev.TLSAbsent)
+	}
+}

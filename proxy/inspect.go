@@ -125,6 +125,9 @@ func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, 
 		switch {
 		case info.Err != nil:
 			ev.TLSAbsent = "no ClientHello: " + info.Err.Error()
+		case ev.TCP != nil && ev.TCP.BytesUp > 0:
+			// The stream was cut before the tracker was told it ended.
+			ev.TLSAbsent = fmt.Sprintf("no complete ClientHello in the %d bytes the client sent", ev.TCP.BytesUp)
 		default:
 			ev.TLSAbsent = "the client sent no data"
 		}
