@@ -276,8 +276,6 @@ type HTTP struct {
 	Error      string   `json:"error,omitempty"`
 	// URLLength is the URL's full length when URL was shortened.
 	URLLength int `json:"url_length,omitempty"`
-	// StreamID is the HTTP/2 stream.
-	StreamID uint32 `json:"stream_id,omitempty"`
 	// Headers, decrypted or plain, with secrets redacted unless
 	// mitm.record_secrets is on; sizes are the bytes on the wire (HTTP/1)
 	// or of the decoded fields (HTTP/2).
