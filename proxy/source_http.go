@@ -76,8 +76,13 @@ func (l *trackListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
+		tc, ok := c.(*net.TCPConn)
+		if !ok { // the proxy relays TCP only; a listener of another kind is a misuse
+			_ = c.Close()
+			return nil, fmt.Errorf("proxy: listener gave a %T, not a TCP connection", c)
+		}
 		slot := l.src.conns.admit()
-		cc := l.src.newClientConn(c.(*net.TCPConn), slot)
+		cc := l.src.newClientConn(tc, slot)
 		if !slot || l.src.conns.inShutdown() {
 			go cc.overflow()
 			continue
