@@ -174,7 +174,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func(addr net
 	lim := &limitListener{Listener: ln, slots: s.slots, done: make(chan struct{}), overflow: s.overflow}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(lim) }()
-	s.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.String("events", s.cfg.Events))
+	s.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.String("events", s.cfg.Events.Path))
 	if ready != nil {
 		ready(ln.Addr())
 	}

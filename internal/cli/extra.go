@@ -1,9 +1,9 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -83,39 +83,37 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// addOptional wires the ATS checker, MITM and metrics when configured.
-func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) error {
+// addOptional wires the ATS checker and MITM when configured, and binds
+// the admin listener, returning it with the metrics it will serve (nil
+// without admin.listen).
+func addOptional(cfg config.Config, log *zap.Logger, o *proxy.Options) (*metrics.Metrics, net.Listener, error) {
 	checker, err := atsChecker(cfg.ATS)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	o.Checker = checker
 	if cfg.MITM.Enabled || len(cfg.MITM.Hosts) > 0 {
 		c, err := ca.Load(cfg.MITM.DataDir)
 		if err != nil {
-			return fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
+			return nil, nil, fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
 		}
 		iss, err := ca.NewIssuer(c, ca.IssuerOptions{})
 		if err != nil {
-			return fmt.Errorf("mitm: %w", err)
+			return nil, nil, fmt.Errorf("mitm: %w", err)
 		}
 		o.MITM = iss
 		log.Info("MITM on", zap.Bool("all_hosts", cfg.MITM.Enabled), zap.Strings("hosts", cfg.MITM.Hosts), zap.String("ca", c.Fingerprint()))
 	}
-	if cfg.Admin.Listen != "" {
-		m := metrics.New()
-		ln, err := metrics.Listen(cfg.Admin.Listen, false)
-		if err != nil {
-			return err
-		}
-		o.Observer = m
-		o.Self = append(o.Self, ln.Addr().String())
-		go func() {
-			if err := m.Serve(ctx, ln, log.Named("admin")); err != nil {
-				log.Error("admin listener", zap.Error(err))
-			}
-		}()
-		log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
+	if cfg.Admin.Listen == "" {
+		return nil, nil, nil
 	}
-	return nil
+	m := metrics.New()
+	ln, err := metrics.Listen(cfg.Admin.Listen, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	o.Observer = m
+	o.Self = append(o.Self, ln.Addr().String())
+	log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
+	return m, ln, nil
 }
