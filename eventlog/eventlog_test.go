@@ -1,11 +1,9 @@
 package eventlog
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -28,6 +26,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testevents"
 	"github.com/inspectproxy/inspectproxy/internal/testtmpfs"
 )
 
@@ -70,51 +69,6 @@ func closeSink(t *testing.T, s *Sink) {
 	}
 }
 
-// contents is an events file read back line by line.
-type contents struct {
-	ids  []string      // events, in file order
-	gaps []event.Event // gap records
-	torn []string      // lines that are not JSON
-	// order is the file's lines, "gap" for gap records.
-	order []string
-}
-
-func read(t *testing.T, r io.Reader) contents {
-	t.Helper()
-	var c contents
-	sc := bufio.NewScanner(r)
-	sc.Buffer(nil, event.MaxLine)
-	for sc.Scan() {
-		var e event.Event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			c.torn = append(c.torn, sc.Text())
-			c.order = append(c.order, "torn")
-			continue
-		}
-		if e.Kind == event.KindGap {
-			c.gaps = append(c.gaps, e)
-			c.order = append(c.order, "gap")
-			continue
-		}
-		c.ids = append(c.ids, e.ID)
-		c.order = append(c.order, e.ID)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func readFile(t *testing.T, path string) contents {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	return read(t, f)
-}
-
 // waitFor polls cond; a minute is a hang, not slowness.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -142,12 +96,12 @@ func TestConcurrentWritesAreWholeLines(t *testing.T) {
 	}
 	wg.Wait()
 	closeSink(t, s)
-	c := readFile(t, path)
-	if len(c.ids) != 2000 || len(c.gaps) != 0 || len(c.torn) != 0 {
-		t.Fatalf("%d events, %d gaps, %d torn lines; want 2000, 0, 0", len(c.ids), len(c.gaps), len(c.torn))
+	c := testevents.ReadFile(t, path)
+	if len(c.IDs) != 2000 || len(c.Gaps) != 0 || len(c.Torn) != 0 {
+		t.Fatalf("%d events, %d gaps, %d torn lines; want 2000, 0, 0", len(c.IDs), len(c.Gaps), len(c.Torn))
 	}
-	slices.Sort(c.ids)
-	if len(slices.Compact(c.ids)) != 2000 {
+	slices.Sort(c.IDs)
+	if len(slices.Compact(c.IDs)) != 2000 {
 		t.Error("an event was written twice")
 	}
 	st := s.Stats()
@@ -238,18 +192,18 @@ func TestQueueFullWhileStalled(t *testing.T) {
 	}
 	// The queue can fill before the writer has started its first write;
 	// then the few drops until then have a gap record of their own.
-	fc := read(t, &got)
-	if stated(fc) != full || len(fc.gaps) == 0 || !strings.Contains(fc.gaps[len(fc.gaps)-1].Error, "queue_full") {
-		t.Fatalf("gap records %+v, want them to state %d queue_full drops", fc.gaps, full)
+	fc := testevents.Read(t, &got)
+	if fc.Stated() != full || len(fc.Gaps) == 0 || !strings.Contains(fc.Gaps[len(fc.Gaps)-1].Error, "queue_full") {
+		t.Fatalf("gap records %+v, want them to state %d queue_full drops", fc.Gaps, full)
 	}
-	if int64(len(fc.ids))+full != n+1 || len(fc.torn) != 0 {
-		t.Errorf("%d events + %d dropped != %d written (%d torn lines)", len(fc.ids), full, n+1, len(fc.torn))
+	if int64(len(fc.IDs))+full != n+1 || len(fc.Torn) != 0 {
+		t.Errorf("%d events + %d dropped != %d written (%d torn lines)", len(fc.IDs), full, n+1, len(fc.Torn))
 	}
-	if fc.ids[len(fc.ids)-1] != fmt.Sprintf("t-%d", n) {
-		t.Errorf("last event %s", fc.ids[len(fc.ids)-1])
+	if fc.IDs[len(fc.IDs)-1] != fmt.Sprintf("t-%d", n) {
+		t.Errorf("last event %s", fc.IDs[len(fc.IDs)-1])
 	}
-	if st := s.Stats(); st.Written != int64(len(fc.ids)) || st.Gaps != int64(len(fc.gaps)) {
-		t.Errorf("stats %+v disagree with the file: %d events, %d gap records", st, len(fc.ids), len(fc.gaps))
+	if st := s.Stats(); st.Written != int64(len(fc.IDs)) || st.Gaps != int64(len(fc.Gaps)) {
+		t.Errorf("stats %+v disagree with the file: %d events, %d gap records", st, len(fc.IDs), len(fc.Gaps))
 	}
 	if err := s.Health(); err != nil {
 		t.Errorf("Health after the gap record = %v", err)
@@ -282,11 +236,11 @@ func TestCloseWhileStalled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc := read(t, bytes.NewReader(b))
+	fc := testevents.Read(t, bytes.NewReader(b))
 	st = s.Stats()
 	dropped := st.Dropped[ReasonShutdown] + st.Dropped[ReasonQueueFull]
-	if stated(fc) != dropped || int64(len(fc.gaps)) != st.Gaps || int64(len(fc.ids))+dropped != 1000 || !strings.Contains(fc.gaps[len(fc.gaps)-1].Error, "shutdown") {
-		t.Errorf("%d events, gaps %+v; stats %+v", len(fc.ids), fc.gaps, st)
+	if fc.Stated() != dropped || int64(len(fc.Gaps)) != st.Gaps || int64(len(fc.IDs))+dropped != 1000 || !strings.Contains(fc.Gaps[len(fc.Gaps)-1].Error, "shutdown") {
+		t.Errorf("%d events, gaps %+v; stats %+v", len(fc.IDs), fc.Gaps, st)
 	}
 }
 
@@ -312,8 +266,8 @@ func TestRefusedEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeSink(t, s)
-	fc := readFile(t, path)
-	if !slices.Equal(fc.order, []string{"gap", "t-3"}) || fc.gaps[0].Dropped != 2 || !strings.Contains(fc.gaps[0].Error, "too_large 1, encode_error 1; last error: eventlog: encode event t-2") {
+	fc := testevents.ReadFile(t, path)
+	if !slices.Equal(fc.Order, []string{"gap", "t-3"}) || fc.Gaps[0].Dropped != 2 || !strings.Contains(fc.Gaps[0].Error, "too_large 1, encode_error 1; last error: eventlog: encode event t-2") {
 		t.Errorf("file %+v", fc)
 	}
 	if err := s.Health(); err != nil {
@@ -344,8 +298,8 @@ func TestTornTail(t *testing.T) {
 				t.Fatal(err)
 			}
 			closeSink(t, s)
-			if fc := readFile(t, path); !slices.Equal(fc.order, tc.order) {
-				t.Errorf("lines %v, want %v", fc.order, tc.order)
+			if fc := testevents.ReadFile(t, path); !slices.Equal(fc.Order, tc.order) {
+				t.Errorf("lines %v, want %v", fc.Order, tc.order)
 			}
 			if st := s.Stats(); st.TornLines != tc.torn {
 				t.Errorf("torn lines %d, want %d", st.TornLines, tc.torn)
@@ -377,11 +331,11 @@ func TestReopenAfterRename(t *testing.T) {
 		_ = s.Write(ev(i, 100))
 	}
 	closeSink(t, s)
-	if old := readFile(t, path+".1"); len(old.ids) != 10 || old.ids[9] != "t-9" {
-		t.Errorf("rotated file: %v", old.order)
+	if old := testevents.ReadFile(t, path+".1"); len(old.IDs) != 10 || old.IDs[9] != "t-9" {
+		t.Errorf("rotated file: %v", old.Order)
 	}
-	if cur := readFile(t, path); len(cur.ids) != 10 || cur.ids[0] != "t-10" {
-		t.Errorf("new file: %v", cur.order)
+	if cur := testevents.ReadFile(t, path); len(cur.IDs) != 10 || cur.IDs[0] != "t-10" {
+		t.Errorf("new file: %v", cur.Order)
 	}
 	if err := s.Reopen(ctx); err != ErrClosed {
 		t.Errorf("Reopen after Close = %v", err)
@@ -447,13 +401,13 @@ func TestRotation(t *testing.T) {
 		if len(raw) > 2<<20 {
 			t.Errorf("%s holds %d bytes, over max_size", b, len(raw))
 		}
-		fc := read(t, bytes.NewReader(raw))
-		if len(fc.torn)+len(fc.gaps) != 0 {
-			t.Errorf("%s: %d torn lines, %d gaps", b, len(fc.torn), len(fc.gaps))
+		fc := testevents.Read(t, bytes.NewReader(raw))
+		if len(fc.Torn)+len(fc.Gaps) != 0 {
+			t.Errorf("%s: %d torn lines, %d gaps", b, len(fc.Torn), len(fc.Gaps))
 		}
-		all = append(all, fc.ids...)
+		all = append(all, fc.IDs...)
 	}
-	all = append(all, readFile(t, path).ids...)
+	all = append(all, testevents.ReadFile(t, path).IDs...)
 	want := make([]string, n)
 	for i := range want {
 		want[i] = fmt.Sprintf("t-%d", i)
@@ -521,13 +475,13 @@ func TestDiskFull(t *testing.T) {
 	// records as were counted. On a nearly full disk a small gap record
 	// can fit where an event does not, so the file may state some losses
 	// already; Health states the rest.
-	fc := readFile(t, path)
+	fc := testevents.ReadFile(t, path)
 	var pending int64
 	if herr != nil {
 		_, _ = fmt.Sscanf(herr.Error(), "events: %d dropped", &pending)
 	}
-	if len(fc.torn) != 0 || int64(len(fc.ids)) != st.Written || int64(len(fc.gaps)) != st.Gaps || stated(fc)+pending != lost {
-		t.Errorf("full disk: file has %d events, %d gap records stating %d, %d torn lines; stats %+v; Health says %d", len(fc.ids), len(fc.gaps), stated(fc), len(fc.torn), st, pending)
+	if len(fc.Torn) != 0 || int64(len(fc.IDs)) != st.Written || int64(len(fc.Gaps)) != st.Gaps || fc.Stated()+pending != lost {
+		t.Errorf("full disk: file has %d events, %d gap records stating %d, %d torn lines; stats %+v; Health says %d", len(fc.IDs), len(fc.Gaps), fc.Stated(), len(fc.Torn), st, pending)
 	}
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
@@ -537,26 +491,17 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("Health after space came back = %v", err)
 	}
 	closeSink(t, s)
-	fc = readFile(t, path)
+	fc = testevents.ReadFile(t, path)
 	st = s.Stats()
-	if len(fc.torn) != 0 || int64(len(fc.ids)) != st.Written || int64(len(fc.gaps)) != st.Gaps || stated(fc) != lost || st.Written+lost != int64(i) {
-		t.Errorf("file: %d events, %d gap records stating %d, %d torn lines; stats %+v; %d written by the test", len(fc.ids), len(fc.gaps), stated(fc), len(fc.torn), st, i)
+	if len(fc.Torn) != 0 || int64(len(fc.IDs)) != st.Written || int64(len(fc.Gaps)) != st.Gaps || fc.Stated() != lost || st.Written+lost != int64(i) {
+		t.Errorf("file: %d events, %d gap records stating %d, %d torn lines; stats %+v; %d written by the test", len(fc.IDs), len(fc.Gaps), fc.Stated(), len(fc.Torn), st, i)
 	}
-	if !slices.Equal(fc.ids[len(fc.ids)-10:], []string{"t-600", "t-601", "t-602", "t-603", "t-604", "t-605", "t-606", "t-607", "t-608", "t-609"}) {
-		t.Errorf("the events written after space came back: %v", fc.order[len(fc.order)-12:])
+	if !slices.Equal(fc.IDs[len(fc.IDs)-10:], []string{"t-600", "t-601", "t-602", "t-603", "t-604", "t-605", "t-606", "t-607", "t-608", "t-609"}) {
+		t.Errorf("the events written after space came back: %v", fc.Order[len(fc.Order)-12:])
 	}
-	for _, g := range fc.gaps {
+	for _, g := range fc.Gaps {
 		if !strings.Contains(g.Error, "no space left on device") || g.End.Before(g.Start) {
 			t.Errorf("gap record %+v", g)
 		}
 	}
-}
-
-// stated is how many drops the file's gap records state.
-func stated(c contents) int64 {
-	var n int64
-	for _, g := range c.gaps {
-		n += g.Dropped
-	}
-	return n
 }

@@ -5,7 +5,6 @@ package main
 // events file, /metrics and /healthz it leaves.
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -29,6 +28,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testevents"
 	"github.com/inspectproxy/inspectproxy/internal/testtmpfs"
 )
 
@@ -65,6 +65,7 @@ type proc struct {
 	logs   *logs
 	proxy  *http.Client
 	admin  string // base URL, "" without --admin
+	gets   int    // requests made by get
 	done   chan struct{}
 	err    error // Wait's, once done is closed
 }
@@ -171,6 +172,7 @@ func (p *proc) get(t *testing.T, u string) {
 	if err != nil {
 		t.Fatalf("GET through the proxy: %v", err)
 	}
+	p.gets++
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -262,14 +264,14 @@ func (p *proc) counts(t *testing.T) counts {
 	return c
 }
 
-// settled waits until every closed connection's event is written or
-// dropped, and returns the counts then.
+// settled waits until every connection get made has closed and its event
+// is written or dropped, and returns the counts then.
 func (p *proc) settled(t *testing.T) counts {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
 		c := p.counts(t)
-		if c.queued == 0 && c.written+c.dropped == c.events {
+		if c.events == float64(p.gets) && c.queued == 0 && c.written+c.dropped == c.events {
 			return c
 		}
 		if time.Now().After(deadline) {
@@ -279,44 +281,8 @@ func (p *proc) settled(t *testing.T) counts {
 	}
 }
 
-// contents is an events file read back.
-type contents struct {
-	events, torn int
-	gaps         []event.Event
-	last         string // the last event's id
-	endsWhole    bool   // the file ends with a newline
-}
-
-func (c contents) stated() (n int64) {
-	for _, g := range c.gaps {
-		n += g.Dropped
-	}
-	return n
-}
-
-func readEvents(t *testing.T, path string) contents {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := contents{endsWhole: len(b) == 0 || b[len(b)-1] == '\n'}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(nil, event.MaxLine)
-	for sc.Scan() {
-		var e event.Event
-		switch {
-		case json.Unmarshal(sc.Bytes(), &e) != nil:
-			c.torn++
-		case e.Kind == event.KindGap:
-			c.gaps = append(c.gaps, e)
-		default:
-			c.events++
-			c.last = e.ID
-		}
-	}
-	return c
-}
+// readEvents reads the events file at path.
+func readEvents(t *testing.T, path string) testevents.Contents { return testevents.ReadFile(t, path) }
 
 func upstream(t *testing.T) string {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
@@ -381,8 +347,8 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Logf("full disk: /healthz %d %s", code, body)
 	f := readEvents(t, events)
-	if f.torn != 0 || !f.endsWhole || float64(f.events) != c.written || float64(len(f.gaps)) != c.gaps {
-		t.Errorf("file (%d events, %d gap records, %d torn lines) and metrics %+v disagree", f.events, len(f.gaps), f.torn, c)
+	if len(f.Torn) != 0 || !f.EndsWhole || float64(len(f.IDs)) != c.written || float64(len(f.Gaps)) != c.gaps {
+		t.Errorf("file (%d events, %d gap records, %d torn lines) and metrics %+v disagree", len(f.IDs), len(f.Gaps), len(f.Torn), c)
 	}
 
 	if err := os.Remove(filler); err != nil {
@@ -396,10 +362,10 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("healthz after space came back: %d %q", code, body)
 	}
 	f = readEvents(t, events)
-	if f.torn != 0 || float64(f.events) != c.written || float64(len(f.gaps)) != c.gaps || float64(f.stated()) != c.dropped || c.dropped != c.writeErrors {
-		t.Errorf("after recovery: file has %d events, %d gap records stating %d drops, %d torn lines; metrics %+v", f.events, len(f.gaps), f.stated(), f.torn, c)
+	if len(f.Torn) != 0 || float64(len(f.IDs)) != c.written || float64(len(f.Gaps)) != c.gaps || float64(f.Stated()) != c.dropped || c.dropped != c.writeErrors {
+		t.Errorf("after recovery: file has %d events, %d gap records stating %d drops, %d torn lines; metrics %+v", len(f.IDs), len(f.Gaps), f.Stated(), len(f.Torn), c)
 	}
-	t.Logf("recovered: metrics %+v; file: %d events, %d gap records stating %d", c, f.events, len(f.gaps), f.stated())
+	t.Logf("recovered: metrics %+v; file: %d events, %d gap records stating %d", c, len(f.IDs), len(f.Gaps), f.Stated())
 
 	// Full again, and stopped while full.
 	fill(t, dir)
@@ -422,9 +388,9 @@ func TestDiskFull(t *testing.T) {
 			dropped += n
 		}
 	}
-	unstated := dropped - float64(f.stated())
-	if f.torn != 0 || float64(f.events) != num("written") || float64(len(f.gaps)) != num("gap_records") || num("written")+dropped != c.events {
-		t.Errorf("at exit: file has %d events, %d gap records; the log says %v; %v connections", f.events, len(f.gaps), closed, c.events)
+	unstated := dropped - float64(f.Stated())
+	if len(f.Torn) != 0 || float64(len(f.IDs)) != num("written") || float64(len(f.Gaps)) != num("gap_records") || num("written")+dropped != c.events {
+		t.Errorf("at exit: file has %d events, %d gap records; the log says %v; %v connections", len(f.IDs), len(f.Gaps), closed, c.events)
 	}
 	if unstated > 0 && !strings.Contains(fmt.Sprint(closed["error"]), fmt.Sprintf("%d events dropped and not stated", int(unstated))) {
 		t.Errorf("%v drops not in the file, and the log does not say so: %v", unstated, closed)
@@ -463,11 +429,11 @@ func TestKill9UnderLoad(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	f := readEvents(t, events)
-	if f.torn > 1 || (f.torn == 1 && f.endsWhole) || f.events == 0 {
-		t.Fatalf("after kill -9: %d events, %d torn lines (the last line whole: %v)", f.events, f.torn, f.endsWhole)
+	if len(f.Torn) > 1 || (len(f.Torn) == 1 && f.EndsWhole) || len(f.IDs) == 0 {
+		t.Fatalf("after kill -9: %d events, %d torn lines (the last line whole: %v)", len(f.IDs), len(f.Torn), f.EndsWhole)
 	}
-	t.Logf("kill -9 after %d requests: %d events in the file, torn last line: %v", made.Load(), f.events, !f.endsWhole)
-	if f.endsWhole {
+	t.Logf("kill -9 after %d requests: %d events in the file, torn last line: %v", made.Load(), len(f.IDs), !f.EndsWhole)
+	if f.EndsWhole {
 		// The kill fell between two writes, as it almost always does; a
 		// crash of the machine can still cut a write, so cut one here.
 		fd, err := os.OpenFile(events, os.O_WRONLY|os.O_APPEND, 0)
@@ -480,7 +446,7 @@ func TestKill9UnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := f.events
+	before := len(f.IDs)
 
 	p = start(t, "--events", events)
 	p.logs.find(t, "events file ends in a torn line (the proxy was stopped mid-write?); ending it with a newline, readers skip it")
@@ -491,8 +457,8 @@ func TestKill9UnderLoad(t *testing.T) {
 		t.Fatalf("exit status %d", code)
 	}
 	f = readEvents(t, events)
-	if f.torn != 1 || f.events != before+3 || !f.endsWhole {
-		t.Errorf("after the restart: %d events (want %d), %d torn lines (want 1), ends whole %v", f.events, before+3, f.torn, f.endsWhole)
+	if len(f.Torn) != 1 || len(f.IDs) != before+3 || !f.EndsWhole {
+		t.Errorf("after the restart: %d events (want %d), %d torn lines (want 1), ends whole %v", len(f.IDs), before+3, len(f.Torn), f.EndsWhole)
 	}
 }
 
@@ -517,7 +483,7 @@ func TestLogrotate(t *testing.T) {
 	for range 5 {
 		p.get(t, up)
 	}
-	for deadline := time.Now().Add(time.Minute); readEvents(t, events).events < 5; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); len(readEvents(t, events).IDs) < 5; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("5 events never written")
 		}
@@ -548,8 +514,8 @@ func TestLogrotate(t *testing.T) {
 	if code := p.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("exit status %d", code)
 	}
-	if old, cur := readEvents(t, events+".1"), readEvents(t, events); old.events != 5 || cur.events != 7 {
-		t.Errorf("rotated file has %d events (want 5), new file %d (want 7)", old.events, cur.events)
+	if old, cur := readEvents(t, events+".1"), readEvents(t, events); len(old.IDs) != 5 || len(cur.IDs) != 7 {
+		t.Errorf("rotated file has %d events (want 5), new file %d (want 7)", len(old.IDs), len(cur.IDs))
 	}
 	if st, err := os.Stat(events); err != nil || st.Mode().Perm() != 0o640 {
 		t.Errorf("the file logrotate created: %v %v", st.Mode(), err)
