@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -81,7 +82,7 @@ type Stats struct {
 const (
 	// batchBytes bounds one write(2); a longer line is still written whole.
 	batchBytes = 256 << 10
-	// logEvery is how often drops are logged while they go on.
+	// logEvery is how often event loss is logged while it goes on.
 	logEvery = 10 * time.Second
 )
 
@@ -112,10 +113,15 @@ type Sink struct {
 	written, gaps  int64
 	torn           int64
 	dropped        [nReasons]int64
-	// unlogged are the drops since the last log line about drops; drops
-	// and gap records are logged at most once per logEvery each.
-	unlogged            [nReasons]int64
-	lastLog, lastGapLog time.Time
+	// Event loss is logged at most once per logEvery: unlogged are the
+	// drops since the last such line, toldLoss whether that line said
+	// events were being lost, and logTimer, when set, writes the next
+	// line once logEvery has passed.
+	unlogged [nReasons]int64
+	lastLog  time.Time
+	lastErr  error
+	toldLoss bool
+	logTimer *time.Timer
 
 	// The writer goroutine's own state.
 	opened bool
@@ -237,6 +243,7 @@ func (s *Sink) Close(ctx context.Context) error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	defer s.endLossLog()
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -409,19 +416,17 @@ func (s *Sink) writeBatch(final bool) bool {
 
 	s.mu.Lock()
 	s.written += int64(max(whole-pieces, 0))
-	var l logLine
 	if gapEnd >= 0 && gapEnd <= n {
 		s.gaps++
-		if now := time.Now(); now.Sub(s.lastGapLog) >= s.logEvery {
-			s.lastGapLog = now
-			l = logLine{msg: "events: gap record written for the events dropped", drops: inflight}
-		}
 	} else {
 		s.lost.merge(inflight)
 	}
 	s.inflight = gap{}
+	var l logLine
 	if err != nil {
 		l = s.dropLocked(writeError, int64(len(lines)-max(whole-pieces, 0)), err)
+	} else {
+		l = s.lossLogLocked() // perhaps: writing resumed
 	}
 	s.mu.Unlock()
 	l.write(s.log)
@@ -552,53 +557,93 @@ func (s *Sink) drop(r reason, n int64, err error) {
 	l.write(s.log)
 }
 
-// dropLocked counts a drop and returns the log line to write once the
-// lock is released: the first drop is logged at once, later ones once per
-// logEvery, however often a nearly full disk comes and goes.
+// dropLocked counts n events lost for r and returns the log line to
+// write once the lock is released, if it is time for one.
 func (s *Sink) dropLocked(r reason, n int64, err error) logLine {
 	if n <= 0 {
 		return logLine{}
 	}
-	now := time.Now()
 	s.dropped[r] += n
-	s.lost.add(r, n, err, now)
+	s.lost.add(r, n, err, time.Now())
 	s.unlogged[r] += n
-	if now.Sub(s.lastLog) < s.logEvery {
+	s.lastErr = err
+	return s.lossLogLocked()
+}
+
+// lossLogLocked returns the line about event loss to log now, if there is
+// news (drops, or writing resumed after a line that said events were
+// lost) and the last line is logEvery old; otherwise it sets a timer for
+// it. So a full disk, however often it comes and goes, makes one line per
+// interval, and the last line always tells the state things ended in.
+func (s *Sink) lossLogLocked() logLine {
+	losing := s.lost.count()+s.inflight.count() > 0
+	news := slices.ContainsFunc(s.unlogged[:], func(n int64) bool { return n > 0 }) || (s.toldLoss && !losing)
+	if !news {
 		return logLine{}
 	}
-	s.lastLog = now
-	l := logLine{msg: "events dropped", since: s.unlogged, err: err}
+	now := time.Now()
+	// After Close there is no waiting: a few lines at most, and no timer
+	// left running.
+	if wait := s.lastLog.Add(s.logEvery).Sub(now); wait > 0 && !s.closed {
+		if s.logTimer == nil {
+			s.logTimer = time.AfterFunc(wait, s.flushLossLog)
+		}
+		return logLine{}
+	}
+	l := logLine{set: true, losing: losing, since: s.unlogged, err: s.lastErr}
 	for _, d := range s.dropped {
 		l.total += d
 	}
-	s.unlogged = [nReasons]int64{}
+	s.lastLog, s.unlogged, s.toldLoss = now, [nReasons]int64{}, losing
 	return l
 }
 
-// logLine is a log entry prepared under the lock and written after it.
+// endLossLog writes the line a timer waits for now, at Close.
+func (s *Sink) endLossLog() {
+	s.mu.Lock()
+	var l logLine
+	if s.logTimer != nil && s.logTimer.Stop() {
+		s.logTimer = nil
+		l = s.lossLogLocked()
+	}
+	s.mu.Unlock()
+	l.write(s.log)
+}
+
+// flushLossLog is logTimer's: the line that had to wait.
+func (s *Sink) flushLossLog() {
+	s.mu.Lock()
+	s.logTimer = nil
+	l := s.lossLogLocked()
+	s.mu.Unlock()
+	l.write(s.log)
+}
+
+// logLine is a line about event loss, prepared under the lock and written
+// after it.
 type logLine struct {
-	msg   string
-	since [nReasons]int64 // drops since the last such line
-	total int64
-	err   error
-	drops gap // for the line saying writing resumed
+	set    bool
+	losing bool            // events are being lost now
+	since  [nReasons]int64 // drops since the last such line
+	total  int64
+	err    error
 }
 
 func (l logLine) write(log *zap.Logger) {
-	switch {
-	case l.msg == "":
-	case l.drops.count() > 0:
-		log.Warn(l.msg, zap.Int64("dropped", l.drops.count()), zap.String("reasons", l.drops.reasons()),
-			zap.Time("since", l.drops.first), zap.NamedError("last_error", l.drops.err))
-	default:
-		fields := []zap.Field{zap.Int64("dropped_total", l.total), zap.Error(l.err)}
-		for r, n := range l.since {
-			if n > 0 {
-				fields = append(fields, zap.Int64(Reasons[r], n))
-			}
-		}
-		log.Error(l.msg, fields...)
+	if !l.set {
+		return
 	}
+	fields := []zap.Field{zap.Int64("dropped_total", l.total)}
+	for r, n := range l.since {
+		if n > 0 {
+			fields = append(fields, zap.Int64(Reasons[r], n))
+		}
+	}
+	if l.losing {
+		log.Error("events dropped", append(fields, zap.Error(l.err))...)
+		return
+	}
+	log.Warn("events: writing resumed; gap records in the file state the events dropped", append(fields, zap.NamedError("last_error", l.err))...)
 }
 
 // gap is a run of drops: how many by reason, when, and the last error.

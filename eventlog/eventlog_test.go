@@ -208,8 +208,43 @@ func TestQueueFullWhileStalled(t *testing.T) {
 	if err := s.Health(); err != nil {
 		t.Errorf("Health after the gap record = %v", err)
 	}
-	if logs.FilterMessage("events: gap record written for the events dropped").Len() == 0 {
-		t.Error("no log line for the gap record")
+	if all := logs.All(); all[len(all)-1].Message != resumed {
+		t.Errorf("the last log line is %q, want %q", all[len(all)-1].Message, resumed)
+	}
+}
+
+const resumed = "events: writing resumed; gap records in the file state the events dropped"
+
+// TestLossLog: loss is logged at once, then at most once per interval,
+// each line with the drops since the one before; the line after the last
+// change says writing resumed, without waiting for more traffic.
+func TestLossLog(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	s, err := Open(cfg(filepath.Join(t.TempDir(), "events.jsonl")), 300, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.logEvery = 200 * time.Millisecond
+	s.mu.Unlock()
+	for i := range 5 {
+		_ = s.Write(ev(i, 200)) // too large
+	}
+	if n := logs.FilterMessage("events dropped").Len(); n != 1 {
+		t.Fatalf("%d lines at once, want 1", n)
+	}
+	waitFor(t, "the second line", func() bool { return logs.FilterMessage("events dropped").Len() == 2 })
+	second := logs.FilterMessage("events dropped").All()[1].ContextMap()
+	if second["too_large"] != int64(4) || second["dropped_total"] != int64(5) {
+		t.Errorf("second line %v, want the 4 drops after the first of 5", second)
+	}
+	if err := s.Write(ev(5, 0)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "writing resumed", func() bool { return logs.FilterMessage(resumed).Len() == 1 })
+	closeSink(t, s)
+	if n := logs.Len(); n != 3 {
+		t.Errorf("%d log lines, want 3: %v", n, logs.All())
 	}
 }
 
