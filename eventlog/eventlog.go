@@ -590,7 +590,7 @@ func (s *Sink) lossLogLocked() logLine {
 		}
 		return logLine{}
 	}
-	l := logLine{set: true, losing: losing, since: s.unlogged, err: s.lastErr}
+	l := logLine{set: true, losing: losing, since: s.unlogged, err: s.lastErr, written: s.written, gaps: s.gaps}
 	for _, d := range s.dropped {
 		l.total += d
 	}
@@ -627,13 +627,16 @@ type logLine struct {
 	since  [nReasons]int64 // drops since the last such line
 	total  int64
 	err    error
+	// written and gaps are the totals, so that gap records written
+	// between two lines show.
+	written, gaps int64
 }
 
 func (l logLine) write(log *zap.Logger) {
 	if !l.set {
 		return
 	}
-	fields := []zap.Field{zap.Int64("dropped_total", l.total)}
+	fields := []zap.Field{zap.Int64("dropped_total", l.total), zap.Int64("written_total", l.written), zap.Int64("gap_records_total", l.gaps)}
 	for r, n := range l.since {
 		if n > 0 {
 			fields = append(fields, zap.Int64(Reasons[r], n))
