@@ -157,6 +157,11 @@ func Open(c config.Events, maxLine int, log *zap.Logger) (*Sink, error) {
 		s.path = ""
 		s.out = stdout{}
 	case c.MaxSize > 0:
+		// lumberjack would create a new file 0600; made here, it is 0644
+		// as without rotation, and lumberjack gives its mode to the next.
+		if f, err := os.OpenFile(c.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
+			f.Close()
+		}
 		s.out = &lumberjack.Logger{Filename: c.Path, MaxSize: c.MaxSize, MaxBackups: c.MaxBackups, Compress: c.Compress}
 	default:
 		s.out = &appendFile{path: c.Path}

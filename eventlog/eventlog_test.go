@@ -443,6 +443,15 @@ func TestRotation(t *testing.T) {
 		all = append(all, fc.IDs...)
 	}
 	all = append(all, testevents.ReadFile(t, path).IDs...)
+	// The file is 0644 (less the umask) as without rotation, not
+	// lumberjack's 0600.
+	ref := filepath.Join(t.TempDir(), "ref")
+	if err := os.WriteFile(ref, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := mode(t, path), mode(t, ref); got != want {
+		t.Errorf("events file mode %v, want %v", got, want)
+	}
 	want := make([]string, n)
 	for i := range want {
 		want[i] = fmt.Sprintf("t-%d", i)
@@ -450,6 +459,15 @@ func TestRotation(t *testing.T) {
 	if !slices.Equal(all, want) {
 		t.Errorf("events across %d files: %d, in order: %v", len(backups)+1, len(all), slices.Equal(slices.Sorted(slices.Values(all)), slices.Sorted(slices.Values(want))))
 	}
+}
+
+func mode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
 }
 
 func TestMaxBackups(t *testing.T) {
