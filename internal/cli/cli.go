@@ -70,9 +70,10 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
+	f.String("keylog", "", "with MITM: append both legs' TLS secrets to this file (NSS key log, for Wireshark; default $SSLKEYLOGFILE)")
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events.path", "log-format": "log.format", "log-level": "log.level",
-		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen",
+		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
 	}
@@ -121,12 +122,10 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	defer ln.Close() // Serve closes it too; this is for the error paths
 	var opts proxy.Options
-	m, admin, err := addOptional(cfg, log, &opts)
+	opt, err := addOptional(cfg, log, &opts)
+	defer func() { _ = opt.close() }()
 	if err != nil {
 		return err
-	}
-	if admin != nil {
-		defer admin.Close()
 	}
 	sink, err := eventlog.Open(cfg.Events, cfg.Limits.MaxEventBytes, log.Named("events"))
 	if err != nil {
@@ -138,10 +137,10 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	if err != nil {
 		return err
 	}
-	if m != nil {
+	if m := opt.metrics; m != nil {
 		m.WatchEvents(sink)
 		go func() {
-			if err := m.Serve(ctx, admin, log.Named("admin")); err != nil {
+			if err := m.Serve(ctx, opt.admin, log.Named("admin")); err != nil {
 				log.Error("admin listener", zap.Error(err))
 			}
 		}()
