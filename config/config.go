@@ -27,9 +27,8 @@ var ErrOpenProxy = errors.New("config: refusing to run as an open proxy")
 type Config struct {
 	// Listen is the proxy's address. Default 127.0.0.1:8080.
 	Listen string `mapstructure:"listen"`
-	// Events is the JSON-lines file events are appended to; "-" is stdout.
-	// Default inspect-events.jsonl.
-	Events string `mapstructure:"events"`
+	// Events is where events are written and how that file is kept.
+	Events Events `mapstructure:"events"`
 	// Log configures the zap log on stderr.
 	Log Log `mapstructure:"log"`
 	// Access controls who may use the proxy and where it may connect.
@@ -47,6 +46,30 @@ type Config struct {
 	// WireGuard captures whole devices through a WireGuard tunnel; off
 	// unless wireguard.listen is set.
 	WireGuard WireGuard `mapstructure:"wireguard"`
+}
+
+// Events configures the events file. The old form, a file name alone
+// (`events: FILE`, INSPECTPROXY_EVENTS), still sets Path.
+type Events struct {
+	// Path is the JSON-lines file events are appended to; "-" is stdout.
+	// Default inspect-events.jsonl.
+	Path string `mapstructure:"path"`
+	// MaxSize rotates the file before it grows past this many megabytes
+	// (MiB): it is renamed NAME-TIMESTAMP.EXT and a new one started. 0
+	// never rotates (rotate with logrotate, which sends SIGHUP). Default 0.
+	MaxSize int `mapstructure:"max_size"`
+	// MaxBackups is how many rotated files are kept, the oldest removed
+	// first; 0 keeps them all. Default 0.
+	MaxBackups int `mapstructure:"max_backups"`
+	// Compress gzips rotated files (NAME-TIMESTAMP.EXT.gz). Default false.
+	Compress bool `mapstructure:"compress"`
+	// QueueBytes bounds the events waiting for the writer. When it is full
+	// (the disk stalls), new events are dropped and counted, never waited
+	// for. Default 16MiB.
+	QueueBytes int `mapstructure:"queue_bytes"`
+	// CloseTimeout bounds writing what is queued at shutdown; events still
+	// queued then are counted as dropped. Default 5s.
+	CloseTimeout time.Duration `mapstructure:"close_timeout"`
 }
 
 // Log configures logging.
@@ -97,6 +120,32 @@ type Limits struct {
 	// ShutdownGrace is how long open connections get to finish on SIGINT or
 	// SIGTERM before they are closed and their events written. Default 10s.
 	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
+	// HandshakeTimeout bounds each TLS handshake the proxy makes itself
+	// (both legs of a decrypted connection). Default 10s.
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
+	// MaxUpstreamsOpen caps the upstream connections one client connection
+	// holds open at once (plain HTTP to many hosts, or MITM); idle ones are
+	// closed first, then requests get 503. Default 32.
+	MaxUpstreamsOpen int `mapstructure:"max_upstreams_open"`
+	// MaxUpstreamsPerClient caps the upstream connections one client
+	// connection opens over its life; past it, requests get 503 and the
+	// connection is closed. Default 256.
+	MaxUpstreamsPerClient int `mapstructure:"max_upstreams_per_client_life"`
+	// MaxRecordedRequests is how many requests of one client connection
+	// the event describes; the rest are served and counted (cut.http).
+	// Default 1000.
+	MaxRecordedRequests int `mapstructure:"max_recorded_requests"`
+	// MaxURLBytes is how much of each request's URL the event keeps; the
+	// full length is recorded beside it (http[].url_length). Default 2KiB.
+	MaxURLBytes int `mapstructure:"max_url_bytes"`
+	// MaxHeaderBytesRecorded is how many bytes of each request's and
+	// response's headers the event keeps. Default 16KiB.
+	MaxHeaderBytesRecorded int `mapstructure:"max_header_bytes_recorded"`
+	// MaxEventBytes bounds one event's size: past it, requests are only
+	// counted and the event says truncated. The events writer drops a
+	// longer line (newline included) and counts it (too_large), so no
+	// reader meets one. Default 1MiB.
+	MaxEventBytes int `mapstructure:"max_event_bytes"`
 }
 
 // TLS configures certificate work.
@@ -139,6 +188,22 @@ type MITM struct {
 	// InsecureUpstream skips verifying upstream certificates in MITM mode.
 	// Default false.
 	InsecureUpstream bool `mapstructure:"insecure_upstream"`
+	// AutoPassthrough sends a host through undecrypted for
+	// AutoPassthroughTTL once a client rejected the proxy's certificate for
+	// it (certificate pinning, or a CA the client does not trust); each such
+	// event says why in mitm_skipped. Default false.
+	AutoPassthrough bool `mapstructure:"auto_passthrough"`
+	// AutoPassthroughTTL is how long AutoPassthrough remembers a host.
+	// Default 10m.
+	AutoPassthroughTTL time.Duration `mapstructure:"auto_passthrough_ttl"`
+	// RecordSecrets keeps Cookie, Set-Cookie, Authorization and
+	// Proxy-Authorization values in http[] headers; otherwise they read
+	// "[redacted]". Default false.
+	RecordSecrets bool `mapstructure:"record_secrets"`
+	// Keylog appends the TLS secrets of both legs of every decrypted
+	// connection to this file in NSS key log format (for Wireshark); the
+	// SSLKEYLOGFILE environment variable sets it too. Default empty (off).
+	Keylog string `mapstructure:"keylog"`
 }
 
 // Admin configures the metrics listener.
@@ -193,7 +258,7 @@ func Default() Config {
 	}
 	return Config{
 		Listen: "127.0.0.1:8080",
-		Events: "inspect-events.jsonl",
+		Events: Events{Path: "inspect-events.jsonl", QueueBytes: 16 << 20, CloseTimeout: 5 * time.Second},
 		Log:    Log{Format: "console", Level: "info"},
 		Limits: Limits{
 			MaxConnections:   4096,
@@ -205,10 +270,18 @@ func Default() Config {
 			HalfCloseTimeout: 60 * time.Second,
 			InspectBuffer:    256 << 10,
 			ShutdownGrace:    10 * time.Second,
+
+			HandshakeTimeout:       10 * time.Second,
+			MaxUpstreamsOpen:       32,
+			MaxUpstreamsPerClient:  256,
+			MaxRecordedRequests:    1000,
+			MaxURLBytes:            2 << 10,
+			MaxHeaderBytesRecorded: 16 << 10,
+			MaxEventBytes:          1 << 20,
 		},
 		TLS:  TLS{Probe: true, ProbeTimeout: 5 * time.Second, ProbeTTL: 10 * time.Minute},
 		ATS:  ATS{MinTLSVersion: "TLSv1.2", RequireForwardSecrecy: true},
-		MITM: MITM{DataDir: home + "/.inspectproxy"},
+		MITM: MITM{DataDir: home + "/.inspectproxy", AutoPassthroughTTL: 10 * time.Minute},
 		WireGuard: WireGuard{
 			QUIC: "refuse", Network: "10.64.0.0/24", MTU: 1420,
 			MaxConnections: 4096, MaxConnectionsPerPeer: 1024, UDPIdleTimeout: 60 * time.Second,
@@ -253,6 +326,9 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("config: ats.min_tls_version %q: want TLSv1.0, TLSv1.1, TLSv1.2 or TLSv1.3", c.ATS.MinTLSVersion))
 	}
+	if c.MITM.AutoPassthrough && c.MITM.AutoPassthroughTTL <= 0 {
+		errs = append(errs, fmt.Errorf("config: mitm.auto_passthrough_ttl must be positive, got %s", c.MITM.AutoPassthroughTTL))
+	}
 	for _, p := range c.MITM.Hosts {
 		if _, err := path.Match(p, ""); err != nil {
 			errs = append(errs, fmt.Errorf("config: mitm.hosts pattern %q: %w", p, err))
@@ -265,13 +341,45 @@ func (c *Config) Validate() error {
 		"dial_timeout": int64(l.DialTimeout), "hello_timeout": int64(l.HelloTimeout),
 		"idle_timeout": int64(l.IdleTimeout), "half_close_timeout": int64(l.HalfCloseTimeout),
 		"shutdown_grace": int64(l.ShutdownGrace), "tls.probe_timeout": int64(c.TLS.ProbeTimeout),
+		"handshake_timeout": int64(l.HandshakeTimeout), "max_upstreams_open": int64(l.MaxUpstreamsOpen),
+		"max_upstreams_per_client_life": int64(l.MaxUpstreamsPerClient), "max_recorded_requests": int64(l.MaxRecordedRequests),
+		"max_url_bytes": int64(l.MaxURLBytes), "max_header_bytes_recorded": int64(l.MaxHeaderBytesRecorded),
+		"max_event_bytes": int64(l.MaxEventBytes),
 	} {
 		if v <= 0 {
 			errs = append(errs, fmt.Errorf("config: limits.%s must be positive, got %d", name, v))
 		}
 	}
+	errs = append(errs, c.Events.validate(l.MaxEventBytes)...)
 	errs = append(errs, c.WireGuard.validate()...)
 	return errors.Join(errs...)
+}
+
+func (e *Events) validate(maxEvent int) []error {
+	var errs []error
+	if e.Path == "" {
+		errs = append(errs, errors.New("config: events.path is empty (use \"-\" for stdout)"))
+	}
+	for name, v := range map[string]int64{"max_size": int64(e.MaxSize), "max_backups": int64(e.MaxBackups)} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("config: events.%s must not be negative, got %d", name, v))
+		}
+	}
+	if e.Path == "-" && (e.MaxSize > 0 || e.MaxBackups > 0 || e.Compress) {
+		errs = append(errs, errors.New("config: events.path is \"-\" (stdout), which cannot be rotated: unset events.max_size, max_backups and compress"))
+	}
+	// The largest line must fit in the queue, and in a rotated file with
+	// room to spare for what may precede it in one write (a gap record).
+	if e.MaxSize > 0 && int64(e.MaxSize)<<20 < 2*int64(maxEvent) {
+		errs = append(errs, fmt.Errorf("config: events.max_size %d MiB must hold two lines of limits.max_event_bytes %d", e.MaxSize, maxEvent))
+	}
+	if e.QueueBytes < maxEvent {
+		errs = append(errs, fmt.Errorf("config: events.queue_bytes %d is smaller than limits.max_event_bytes %d", e.QueueBytes, maxEvent))
+	}
+	if e.CloseTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("config: events.close_timeout must be positive, got %s", e.CloseTimeout))
+	}
+	return errs
 }
 
 func (w *WireGuard) validate() []error {
@@ -354,10 +462,14 @@ func Load(v *viper.Viper, file string) (Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if file != "" {
-		v.SetConfigFile(file)
-		if err := v.ReadInConfig(); err != nil {
-			return Config{}, fmt.Errorf("config: read %s: %w", file, err)
+		if err := readFile(v, file); err != nil {
+			return Config{}, err
 		}
+	}
+	// The old variable would hide every events.* key (viper sees a value
+	// where a section is), so it is refused rather than half-applied.
+	if _, ok := os.LookupEnv("INSPECTPROXY_EVENTS"); ok {
+		return Config{}, errors.New("config: INSPECTPROXY_EVENTS: events is a section now; set INSPECTPROXY_EVENTS_PATH instead")
 	}
 	var c Config
 	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
@@ -373,6 +485,24 @@ func Load(v *viper.Viper, file string) (Config, error) {
 		}
 	}
 	return c, c.Validate()
+}
+
+// readFile merges the config file into v. The old form `events: FILE`
+// becomes events.path: viper cannot hold a key as a value and a section.
+func readFile(v *viper.Viper, file string) error {
+	f := viper.New()
+	f.SetConfigFile(file)
+	if err := f.ReadInConfig(); err != nil {
+		return fmt.Errorf("config: read %s: %w", file, err)
+	}
+	m := f.AllSettings()
+	if p, ok := m["events"].(string); ok {
+		m["events"] = map[string]any{"path": p}
+	}
+	if err := v.MergeConfigMap(m); err != nil {
+		return fmt.Errorf("config: %s: %w", file, err)
+	}
+	return nil
 }
 
 func orDefaults(file string) string {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/stream"
+	"github.com/inspectproxy/inspectproxy/timing"
 )
 
 // startDNS answers UDP port 53 on one of the resolver's addresses.
@@ -114,7 +115,7 @@ func (s *Server) answerDNS(query []byte, src, local netip.AddrPort, peer string)
 		setQuestion(ev.DNS, q)
 		var d time.Duration
 		answers, reply.RCode, d, err = s.resolve(ev.DNS.Name, q.Type)
-		ev.DNS.MS = ms(d)
+		ev.DNS.MS = timing.MS(d)
 		if err != nil {
 			ev.Error = err.Error()
 		}

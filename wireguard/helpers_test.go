@@ -7,25 +7,26 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
+	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/proxy"
 	"github.com/inspectproxy/inspectproxy/stream"
 )
 
@@ -65,7 +66,8 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 	}
-	goleak.VerifyTestMain(m)
+	// The proxy's reset watcher lives as long as the process.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/inspectproxy/inspectproxy/internal/rstwatch.(*Watcher).loop"))
 }
 
 // upstream is the n-th address of upstreamNet.
@@ -82,6 +84,12 @@ type sink struct {
 }
 
 func newSink() *sink { return &sink{added: make(chan struct{}, 1)} }
+
+// Write is emit as the proxy's Sink.
+func (s *sink) Write(e *event.Event) error {
+	s.emit(e)
+	return nil
+}
 
 func (s *sink) emit(e *event.Event) {
 	s.mu.Lock()
@@ -115,109 +123,20 @@ func (s *sink) wait(t testing.TB, what string, ok func(*event.Event) bool) *even
 	}
 }
 
+// waitCount waits up to 30s for n events.
+func (s *sink) waitCount(t testing.TB, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); s.count() < n; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events, want %d", s.count(), n)
+		}
+	}
+}
+
 func (s *sink) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.events)
-}
-
-// standInPipeline stands in for the proxy's pipeline until that lands: it
-// dials the target, accepts the device's stream, relays both ways (a FIN
-// as a FIN, a reset as a reset) and writes a tunnel event with the
-// fields both it and the pipeline fill. Switching to the pipeline is one
-// line in testServer.
-func standInPipeline(emit func(*event.Event)) func(context.Context, *stream.Stream) {
-	var n atomic.Int64
-	return func(ctx context.Context, st *stream.Stream) {
-		ev := &event.Event{
-			ID: fmt.Sprintf("standin-%d", n.Add(1)), Start: st.Start, Client: st.Client.String(), Target: st.Target,
-			Kind: event.KindTunnel, Source: st.Source, Peer: st.Peer, TCP: &event.TCP{},
-		}
-		if l := st.Lookup; l != nil {
-			_, port, _ := net.SplitHostPort(st.Target)
-			ev.Target = net.JoinHostPort(l.Name, port)
-			d := ms(l.Duration)
-			ev.TCP.DNSMS = &d
-		}
-		defer func() {
-			ev.End = time.Now()
-			ev.TCP.DurationMS = ms(ev.End.Sub(st.Start))
-			emit(ev)
-		}()
-		var d net.Dialer
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		up, err := d.DialContext(dctx, "tcp", st.Target)
-		cancel()
-		if err != nil {
-			ev.Error = err.Error()
-			st.Refuse(stream.Refusal{Reason: stream.Unreachable, Err: err})
-			return
-		}
-		server := stream.TCP{TCPConn: up.(*net.TCPConn)}
-		ev.TCP.RemoteAddr = up.RemoteAddr().String()
-		client, _, err := st.Accept(up.RemoteAddr().(*net.TCPAddr).AddrPort())
-		if err != nil {
-			ev.Error = err.Error()
-			_ = up.Close()
-			return
-		}
-		var mu sync.Mutex
-		abort := sync.OnceFunc(func() { _ = client.Abort(); _ = server.Abort() })
-		defer context.AfterFunc(ctx, abort)()
-		half := func(dst, src stream.Conn, srcSide, dstSide string, count *int64) {
-			buf := make([]byte, 32<<10)
-			for {
-				n, rerr := src.Read(buf)
-				if n > 0 {
-					mu.Lock()
-					*count += int64(n)
-					mu.Unlock()
-					if _, werr := dst.Write(buf[:n]); werr != nil {
-						mu.Lock()
-						if isReset(werr) && ev.TCP.RST == "" {
-							ev.TCP.RST = dstSide
-						}
-						mu.Unlock()
-						abort()
-						return
-					}
-				}
-				if rerr == nil {
-					continue
-				}
-				mu.Lock()
-				switch {
-				case rerr == io.EOF:
-					if ev.TCP.FirstFIN == "" {
-						ev.TCP.FirstFIN = srcSide
-					}
-				case isReset(rerr) && ev.TCP.RST == "":
-					ev.TCP.RST = srcSide
-				}
-				mu.Unlock()
-				if rerr == io.EOF {
-					_ = dst.CloseWrite()
-				} else {
-					abort()
-				}
-				return
-			}
-		}
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			half(server, client, event.SideClient, event.SideServer, &ev.TCP.BytesUp)
-		}()
-		half(client, server, event.SideServer, event.SideClient, &ev.TCP.BytesDown)
-		wg.Wait()
-		_ = client.Close()
-		_ = server.Close()
-	}
-}
-
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // testEnv is a server, its store and its events.
@@ -249,7 +168,7 @@ func testServer(t testing.TB, tweak func(*Options)) *testEnv {
 		UDPIdleTimeout: 500 * time.Millisecond,
 		ShutdownGrace:  2 * time.Second,
 	}
-	opts.Handler = standInPipeline(env.events.emit) // the lead: the pipeline's handler here
+	opts.Handler = pipeline(t, env.events)
 	if tweak != nil {
 		tweak(&opts)
 	}
@@ -272,6 +191,18 @@ func testServer(t testing.TB, tweak func(*Options)) *testEnv {
 	})
 	t.Cleanup(env.stop)
 	return env
+}
+
+// pipeline is the proxy's stream pipeline with default settings (no
+// certificate probes), writing to events.
+func pipeline(t testing.TB, events *sink) func(context.Context, *stream.Stream) {
+	cfg := config.Default()
+	cfg.TLS.Probe = false
+	srv, err := proxy.New(cfg, proxy.Options{Log: zap.NewNop(), Sink: events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(_ context.Context, st *stream.Stream) { srv.ServeStream(st) }
 }
 
 // config is the named peer's client config, as `peer add` prints it.

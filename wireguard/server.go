@@ -509,6 +509,3 @@ func targetOf(dst netip.AddrPort, l *stream.Lookup) string {
 	}
 	return dst.String()
 }
-
-// ms is a duration in milliseconds, to the microsecond.
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

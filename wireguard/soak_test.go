@@ -42,12 +42,14 @@ func TestSoak(t *testing.T) {
 		}
 	})
 	addr := ln.Addr().String()
-	// Warm up, so that pools and timers that live for the process are
-	// part of the baseline.
-	d := c.dial(t, addr)
-	_, _ = d.Write([]byte("e"))
-	_ = d.Close()
-	env.events.wait(t, "warm-up", func(*event.Event) bool { return true })
+	// Warm up with each way of ending, so that what lives as long as the
+	// process (pools, timers, the proxy's reset watcher) is in the baseline.
+	for mode := range soakModes {
+		if err := soakOne(c, addr, mode, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env.events.waitCount(t, soakModes)
 	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
 	before := env.events.count()
 
@@ -59,7 +61,7 @@ func TestSoak(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := soakOne(c, addr, i); err != nil {
+			if err := soakOne(c, addr, i, rand.IntN(soakModes)); err != nil {
 				failed.Add(1)
 				t.Log(err)
 			}
@@ -71,10 +73,8 @@ func TestSoak(t *testing.T) {
 	if n := failed.Load(); n > 0 {
 		t.Errorf("%d connections could not be made within %v", n, soakDialTimeout)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for env.events.count()-before < conns && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	env.events.waitCount(t, before+conns)
+	time.Sleep(100 * time.Millisecond) // a second event of one connection would be there now
 	if got := env.events.count() - before; got != conns {
 		t.Fatalf("%d events for %d connections", got, conns)
 	}
@@ -101,8 +101,11 @@ func TestSoak(t *testing.T) {
 
 const soakDialTimeout = 15 * time.Second
 
-// soakOne makes one connection and ends it one of five ways.
-func soakOne(c *client, addr string, i int) error {
+// soakModes is how many ways soakOne ends a connection.
+const soakModes = 5
+
+// soakOne makes connection i and ends it the mode-th way.
+func soakOne(c *client, addr string, i, mode int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), soakDialTimeout)
 	defer cancel()
 	nc, err := c.DialContext(ctx, "tcp", addr)
@@ -111,7 +114,7 @@ func soakOne(c *client, addr string, i int) error {
 	}
 	defer nc.Close()
 	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	switch rand.IntN(5) {
+	switch mode {
 	case 0: // the client closes first
 		_, _ = nc.Write([]byte("e" + "hello"))
 		_ = nc.(interface{ CloseWrite() error }).CloseWrite()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/stream"
+	"github.com/inspectproxy/inspectproxy/timing"
 )
 
 // tcpFlow is called (in its own goroutine) for each SYN from a peer. The
@@ -83,7 +84,7 @@ func (s *Server) emitRefusedTCP(start time.Time, src, dst netip.AddrPort, peer s
 	s.opts.Emit(&event.Event{
 		ID: s.newID(), Start: start, End: now, Client: src.String(), Target: targetOf(dst, l),
 		Kind: event.KindTunnel, Source: event.SourceWireGuard, Peer: peer, Limit: limit,
-		TCP:   &event.TCP{RST: event.SideProxy, DurationMS: ms(now.Sub(start))},
+		TCP:   &event.TCP{RST: event.SideProxy, DurationMS: timing.MS(now.Sub(start))},
 		Error: fmt.Sprintf("wireguard: %s reached; the device got a reset", limit),
 	})
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/quicinitial"
+	"github.com/inspectproxy/inspectproxy/timing"
 )
 
 // Verdicts of udp events.
@@ -87,7 +88,7 @@ func (s *Server) relayUDP(client *gonet.UDPConn, src, dst netip.AddrPort, peer s
 	}
 	defer func() {
 		ev.End = time.Now()
-		ev.UDP.DurationMS = ms(ev.End.Sub(start))
+		ev.UDP.DurationMS = timing.MS(ev.End.Sub(start))
 		s.opts.Emit(ev)
 	}()
 	up, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
@@ -232,7 +233,7 @@ func (r *refusedFlows) flushOne(k [2]netip.AddrPort) {
 }
 
 func (r *refusedFlows) emit(f *refusedFlow) {
-	f.ev.UDP.DurationMS = ms(f.ev.End.Sub(f.ev.Start))
+	f.ev.UDP.DurationMS = timing.MS(f.ev.End.Sub(f.ev.Start))
 	if f.quic != nil {
 		f.ev.UDP.QUIC, _ = f.quic.Result()
 	}

@@ -20,10 +20,6 @@ import (
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 )
 
-// pipelineTLS says whether the handler under test reads TLS into events:
-// the stand-in does not; flip it with the switch to the pipeline.
-const pipelineTLS = false
-
 // listen opens a TCP listener on the n-th upstream address.
 func listen(t testing.TB, n, port int) net.Listener {
 	t.Helper()
@@ -160,6 +156,7 @@ func TestTCP(t *testing.T) {
 			if err != nil || !strings.HasSuffix(string(resp), "\r\n\r\nok") {
 				t.Fatalf("response %q, %v", resp, err)
 			}
+			_, _ = io.ReadAll(d) // past TLS's close_notify, to the server's FIN
 			_ = d.Close()
 			ev := env.events.wait(t, "tunnel", func(e *event.Event) bool { return e.Kind == event.KindTunnel && e.Target == addr })
 			checkTunnelEvent(t, ev, c, d, addr)
@@ -169,7 +166,7 @@ func TestTCP(t *testing.T) {
 			if ev.TCP.DNSMS != nil {
 				t.Errorf("dns_ms %v for a connection to an address the device did not look up", *ev.TCP.DNSMS)
 			}
-			if pipelineTLS && tc.tls != 0 && (ev.TLS == nil || ev.TLS.VersionCode != tc.tls || ev.TLS.SNI != "api.example.test") {
+			if tc.tls != 0 && (ev.TLS == nil || ev.TLS.VersionCode != tc.tls || ev.TLS.SNI != "api.example.test") {
 				t.Errorf("tls %+v", ev.TLS)
 			}
 		})
@@ -295,7 +292,7 @@ func TestDNS(t *testing.T) {
 	ev := env.events.wait(t, "linked tunnel", func(e *event.Event) bool { return e.Kind == event.KindTunnel })
 	checkTunnelEvent(t, ev, c, d, "api.example.test:"+port)
 	if ev.TCP.DNSMS == nil || *ev.TCP.DNSMS != dns.DNS.MS {
-		t.Errorf("dns_ms %v, want the lookup's %v", ev.TCP.DNSMS, dns.DNS.MS)
+		t.Errorf("dns_ms %v, want the lookup's %v", deref(ev.TCP.DNSMS), dns.DNS.MS)
 	}
 
 	t.Run("nxdomain", func(t *testing.T) {
@@ -545,6 +542,13 @@ func TestAccess(t *testing.T) {
 			t.Errorf("client %s", ev.Client)
 		}
 	})
+}
+
+func deref(p *float64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
 
 // waitPeers waits for the server to have reloaded n peers' addresses.

@@ -9,6 +9,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -17,7 +20,9 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/eventlog"
 	"github.com/inspectproxy/inspectproxy/proxy"
+	"github.com/inspectproxy/inspectproxy/stream"
 )
 
 // Main runs the command line and returns the exit code.
@@ -68,11 +73,12 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
+	f.String("keylog", "", "with MITM: append both legs' TLS secrets to this file (NSS key log, for Wireshark; default $SSLKEYLOGFILE)")
 	f.String("wireguard", "", `WireGuard mode: capture whole devices on this UDP address, e.g. ":51820" (add devices with: inspectproxy wireguard peer add NAME)`)
 	f.String("wireguard-quic", "", "WireGuard mode, UDP 443: refuse (ICMP unreachable, apps fall back to TCP) or pass (default refuse)")
 	for flag, key := range map[string]string{
-		"listen": "listen", "events": "events", "log-format": "log.format", "log-level": "log.level",
-		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen",
+		"listen": "listen", "events": "events.path", "log-format": "log.format", "log-level": "log.level",
+		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
 		"wireguard": "wireguard.listen", "wireguard-quic": "wireguard.quic",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
@@ -111,43 +117,100 @@ func NewLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)), nil
 }
 
-// serveProxy opens the events file, builds the proxy and its optional
-// parts, and runs until ctx ends.
+// serveProxy binds the listeners, then opens the events file (a port in
+// use leaves no file behind), builds the proxy and its optional parts, and
+// runs until ctx ends. Losing events does not make it fail: the sink's
+// counters and log say what was lost.
 func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready func(net.Addr)) error {
-	out, closeOut, err := openEvents(cfg.Events)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listen %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close() // Serve closes it too; this is for the error paths
+	var opts proxy.Options
+	opt, err := addOptional(cfg, log, &opts)
+	defer func() { _ = opt.close() }()
 	if err != nil {
 		return err
 	}
-	w := event.NewWriter(out)
-	opts := proxy.Options{Log: log, Sink: w}
-	if err := addOptional(ctx, cfg, log, &opts); err != nil {
+	sink, err := eventlog.Open(cfg.Events, cfg.Limits.MaxEventBytes, log.Named("events"))
+	if err != nil {
 		return err
 	}
+	defer closeEvents(sink, cfg.Events.CloseTimeout, log)
+	opts.Log, opts.Sink = log, sink
 	srv, err := proxy.New(cfg, opts)
 	if err != nil {
 		return err
 	}
-	// The lead: the pipeline's stream handler and the access package's
-	// destination check go here with the proxy rewrite.
-	waitWG, err := startWireGuard(ctx, cfg, log, func(e *event.Event) { _ = w.Write(e) }, nil, nil)
+	if m := opt.metrics; m != nil {
+		m.WatchEvents(sink)
+		go func() {
+			if err := m.Serve(ctx, opt.admin, log.Named("admin")); err != nil {
+				log.Error("admin listener", zap.Error(err))
+			}
+		}()
+	}
+	defer reopenOnHUP(sink, log)()
+	// The access package's destination check for UDP goes in the last
+	// argument once it lands (TCP flows are checked by the pipeline).
+	waitWG, err := startWireGuard(ctx, cfg, log, func(e *event.Event) { _ = sink.Write(e) },
+		func(_ context.Context, st *stream.Stream) { srv.ServeStream(st) }, nil)
 	if err != nil {
 		return err
 	}
-	runErr := srv.Run(ctx, func(a net.Addr) {
-		if ready != nil {
-			ready(a)
-		}
-	})
-	return errors.Join(runErr, waitWG(), w.Flush(), closeOut())
+	// Both stop when ctx ends; the events file closes after both.
+	return errors.Join(srv.Serve(ctx, ln, ready), waitWG())
 }
 
-func openEvents(path string) (io.Writer, func() error, error) {
-	if path == "-" {
-		return os.Stdout, func() error { return nil }, nil
+// reopenWait bounds a reopen: a writer stalled on the disk must not hold
+// later SIGHUPs.
+const reopenWait = 10 * time.Second
+
+// reopenOnHUP reopens the events file on each SIGHUP, which logrotate
+// sends after renaming it. The returned func stops that.
+func reopenOnHUP(s *eventlog.Sink, log *zap.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-hup:
+				ctx, cancel := context.WithTimeout(context.Background(), reopenWait)
+				if err := s.Reopen(ctx); err != nil {
+					log.Error("SIGHUP: events file not reopened", zap.Error(err))
+				}
+				cancel()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-exited
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+}
+
+// closeEvents writes what is queued and logs the sink's counters; losses
+// are logged, not returned, so the exit status stays 0.
+func closeEvents(s *eventlog.Sink, timeout time.Duration, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := s.Close(ctx)
+	st := s.Stats()
+	fields := []zap.Field{zap.Int64("written", st.Written), zap.Int64("gap_records", st.Gaps)}
+	for _, r := range eventlog.Reasons {
+		if n := st.Dropped[r]; n > 0 {
+			fields = append(fields, zap.Int64("dropped_"+r, n))
+		}
+	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("events file: %w", err)
+		log.Error("events file closed with losses", append(fields, zap.Error(err))...)
+		return
 	}
-	return f, f.Close, nil
+	log.Info("events file closed", fields...)
 }

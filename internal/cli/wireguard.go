@@ -28,36 +28,37 @@ const defaultWireGuardPort = "51820"
 
 // wgSetup is what the peer commands and serve derive from the config.
 type wgSetup struct {
+	cfg               config.WireGuard
 	store             *wireguard.Store
 	network, network6 netip.Prefix
-	endpoint          string
-	mtu               int
 }
 
-func newWGSetup(cfg config.Config) (wgSetup, error) {
-	w := cfg.WireGuard
-	s := wgSetup{store: wireguard.NewStore(filepath.Join(cfg.MITM.DataDir, "wireguard")), mtu: w.MTU}
-	s.network = netip.MustParsePrefix(w.Network) // Validate checked both
-	if w.Network6 != "" {
-		s.network6 = netip.MustParsePrefix(w.Network6)
+func newWGSetup(cfg config.Config) wgSetup {
+	s := wgSetup{cfg: cfg.WireGuard, store: wireguard.NewStore(filepath.Join(cfg.MITM.DataDir, "wireguard"))}
+	s.network = netip.MustParsePrefix(s.cfg.Network) // Validate checked both
+	if s.cfg.Network6 != "" {
+		s.network6 = netip.MustParsePrefix(s.cfg.Network6)
 	}
+	return s
+}
+
+// endpoint is the host:port device configs connect to.
+func (s wgSetup) endpoint() (string, error) {
 	port := defaultWireGuardPort
-	if w.Listen != "" {
-		_, port, _ = net.SplitHostPort(w.Listen)
+	if s.cfg.Listen != "" {
+		_, port, _ = net.SplitHostPort(s.cfg.Listen)
 	}
-	switch host, p, err := net.SplitHostPort(w.Endpoint); {
-	case w.Endpoint == "":
+	if s.cfg.Endpoint == "" {
 		lan, err := lanAddr()
 		if err != nil {
-			return s, err
+			return "", err
 		}
-		s.endpoint = net.JoinHostPort(lan.String(), port)
-	case err == nil:
-		s.endpoint = net.JoinHostPort(host, p)
-	default:
-		s.endpoint = net.JoinHostPort(w.Endpoint, port)
+		return net.JoinHostPort(lan.String(), port), nil
 	}
-	return s, nil
+	if _, _, err := net.SplitHostPort(s.cfg.Endpoint); err == nil {
+		return s.cfg.Endpoint, nil
+	}
+	return net.JoinHostPort(s.cfg.Endpoint, port), nil
 }
 
 // lanAddr is this machine's first non-loopback IPv4 address on an
@@ -87,7 +88,11 @@ func (s wgSetup) config(p wireguard.Peer) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return wireguard.ClientConfig(p, key, s.endpoint, wireguard.DNSAddrs(s.network, s.network6), s.mtu), nil
+	endpoint, err := s.endpoint()
+	if err != nil {
+		return "", err
+	}
+	return wireguard.ClientConfig(p, key, endpoint, wireguard.DNSAddrs(s.network, s.network6), s.cfg.MTU), nil
 }
 
 // printPeer writes a peer's config, then its QR code unless noQR.
@@ -125,7 +130,7 @@ func newWireGuard(stdout, stderr io.Writer) *cobra.Command {
 		if err != nil {
 			return wgSetup{}, err
 		}
-		return newWGSetup(cfg)
+		return newWGSetup(cfg), nil
 	}
 	var noQR bool
 	add := &cobra.Command{
@@ -219,13 +224,7 @@ func startWireGuard(ctx context.Context, cfg config.Config, log *zap.Logger, emi
 	if cfg.WireGuard.Listen == "" {
 		return func() error { return nil }, nil
 	}
-	if handle == nil {
-		return nil, fmt.Errorf("config: wireguard.listen %q: the WireGuard mode needs the proxy's stream pipeline, which this build does not have yet", cfg.WireGuard.Listen)
-	}
-	s, err := newWGSetup(cfg)
-	if err != nil {
-		return nil, err
-	}
+	s := newWGSetup(cfg)
 	w := cfg.WireGuard
 	srv, err := wireguard.New(wireguard.Options{
 		Listen: w.Listen, Store: s.store, Network: s.network, Network6: s.network6, MTU: w.MTU, QUIC: w.QUIC,
@@ -240,8 +239,12 @@ func startWireGuard(ctx context.Context, cfg config.Config, log *zap.Logger, emi
 	if err != nil {
 		return nil, err
 	}
+	endpoint, err := s.endpoint()
+	if err != nil {
+		endpoint = err.Error()
+	}
 	log.Info("WireGuard listening", zap.String("udp", net.JoinHostPort("", strconv.Itoa(int(srv.Port())))),
-		zap.String("endpoint", s.endpoint), zap.Stringer("public_key", srv.PublicKey()), zap.Int("peers", len(peers)), zap.String("quic", w.QUIC))
+		zap.String("endpoint", endpoint), zap.Stringer("public_key", srv.PublicKey()), zap.Int("peers", len(peers)), zap.String("quic", w.QUIC))
 	if len(peers) == 0 {
 		log.Info("no WireGuard devices yet; add one with: inspectproxy wireguard peer add phone")
 	}
