@@ -208,17 +208,11 @@ func pipeline(t testing.TB, events *sink) func(context.Context, *stream.Stream) 
 // config is the named peer's client config, as `peer add` prints it.
 func (e *testEnv) config(t testing.TB, name string) string {
 	t.Helper()
-	peers, err := e.store.Peers()
+	p, err := e.store.Peer(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range peers {
-		if p.Name == name {
-			return ClientConfig(p, mustServerKey(t, e.store), fmt.Sprintf("127.0.0.1:%d", e.srv.Port()), DNSAddrs(e.srv.opts.Network, e.srv.opts.Network6), 1420)
-		}
-	}
-	t.Fatalf("no peer %q", name)
-	return ""
+	return ClientConfig(p, mustServerKey(t, e.store), fmt.Sprintf("127.0.0.1:%d", e.srv.Port()), DNSAddrs(e.srv.opts.Network, e.srv.opts.Network6), 1420)
 }
 
 func mustServerKey(t testing.TB, s *Store) Key {

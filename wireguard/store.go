@@ -150,6 +150,18 @@ func (s *Store) Peers() ([]Peer, error) {
 	return peers, nil
 }
 
+// Peer returns the named peer.
+func (s *Store) Peer(name string) (Peer, error) {
+	peers, err := s.Peers()
+	if err != nil {
+		return Peer{}, err
+	}
+	if i := slices.IndexFunc(peers, func(p Peer) bool { return p.Name == name }); i >= 0 {
+		return peers[i], nil
+	}
+	return Peer{}, fmt.Errorf("wireguard: no peer %q", name)
+}
+
 var peerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // AddPeer creates a peer with new keys and the lowest free host number

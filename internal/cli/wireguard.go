@@ -132,85 +132,56 @@ func newWireGuard(stdout, stderr io.Writer) *cobra.Command {
 		}
 		return newWGSetup(cfg), nil
 	}
-	var noQR bool
-	add := &cobra.Command{
-		Use:   "add NAME",
-		Short: "Add a device: print its WireGuard config and a QR code to scan with the WireGuard app",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+	// cmd is a peer subcommand that runs with the configuration loaded.
+	cmd := func(use, short string, args cobra.PositionalArgs, run func(wgSetup, []string) error) *cobra.Command {
+		return &cobra.Command{Use: use, Short: short, Args: args, RunE: func(_ *cobra.Command, a []string) error {
 			s, err := setup()
 			if err != nil {
 				return err
 			}
+			return run(s, a)
+		}}
+	}
+	var noQR bool
+	add := cmd("add NAME", "Add a device: print its WireGuard config and a QR code to scan with the WireGuard app", cobra.ExactArgs(1),
+		func(s wgSetup, args []string) error {
 			p, err := s.store.AddPeer(args[0], s.network, s.network6)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(stderr, "added peer %q (%s); in the WireGuard app: + → Create from QR code, or import the text below\n", p.Name, p.Addresses[0])
 			return s.printPeer(stdout, p, noQR)
-		},
-	}
-	show := &cobra.Command{
-		Use:   "show NAME",
-		Short: "Print a device's WireGuard config and QR code again",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := setup()
+		})
+	show := cmd("show NAME", "Print a device's WireGuard config and QR code again", cobra.ExactArgs(1),
+		func(s wgSetup, args []string) error {
+			p, err := s.store.Peer(args[0])
 			if err != nil {
 				return err
 			}
-			peers, err := s.store.Peers()
-			if err != nil {
-				return err
-			}
-			for _, p := range peers {
-				if p.Name == args[0] {
-					return s.printPeer(stdout, p, noQR)
-				}
-			}
-			return fmt.Errorf("wireguard: no peer %q", args[0])
-		},
-	}
+			return s.printPeer(stdout, p, noQR)
+		})
 	for _, c := range []*cobra.Command{add, show} {
 		c.Flags().BoolVar(&noQR, "no-qr", false, "print the config text only")
 	}
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the devices",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := setup()
-			if err != nil {
-				return err
+	list := cmd("list", "List the devices", cobra.NoArgs, func(s wgSetup, _ []string) error {
+		peers, err := s.store.Peers()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tADDRESSES\tPUBLIC KEY\tADDED")
+		for _, p := range peers {
+			addrs := make([]string, len(p.Addresses))
+			for i, a := range p.Addresses {
+				addrs[i] = a.String()
 			}
-			peers, err := s.store.Peers()
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tADDRESSES\tPUBLIC KEY\tADDED")
-			for _, p := range peers {
-				addrs := make([]string, len(p.Addresses))
-				for i, a := range p.Addresses {
-					addrs[i] = a.String()
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, strings.Join(addrs, ", "), p.PublicKey, p.Created.Format("2006-01-02 15:04:05Z"))
-			}
-			return tw.Flush()
-		},
-	}
-	remove := &cobra.Command{
-		Use:   "remove NAME",
-		Short: "Remove a device; it can no longer connect",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := setup()
-			if err != nil {
-				return err
-			}
-			return s.store.RemovePeer(args[0])
-		},
-	}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, strings.Join(addrs, ", "), p.PublicKey, p.Created.Format("2006-01-02 15:04:05Z"))
+		}
+		return tw.Flush()
+	})
+	remove := cmd("remove NAME", "Remove a device; it can no longer connect", cobra.ExactArgs(1), func(s wgSetup, args []string) error {
+		return s.store.RemovePeer(args[0])
+	})
 	peer.AddCommand(add, list, show, remove)
 	return root
 }
