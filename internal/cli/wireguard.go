@@ -210,11 +210,13 @@ func startWireGuard(ctx context.Context, cfg config.Config, log *zap.Logger, emi
 	if err != nil {
 		return nil, err
 	}
+	port := net.JoinHostPort("", strconv.Itoa(int(srv.Port())))
+	s.cfg.Listen = port // the port bound, for a listen port of 0
 	endpoint, err := s.endpoint()
 	if err != nil {
 		endpoint = err.Error()
 	}
-	log.Info("WireGuard listening", zap.String("udp", net.JoinHostPort("", strconv.Itoa(int(srv.Port())))),
+	log.Info("WireGuard listening", zap.String("udp", port),
 		zap.String("endpoint", endpoint), zap.Stringer("public_key", srv.PublicKey()), zap.Int("peers", len(peers)), zap.String("quic", w.QUIC))
 	if len(peers) == 0 {
 		log.Info("no WireGuard devices yet; add one with: inspectproxy wireguard peer add phone")
