@@ -77,8 +77,11 @@ func TestHTMLStructure(t *testing.T) {
 		{"legend entries", " li.", len(legend)},
 		{"host bar labels", "hosts text.label", len(rep.Hosts)},
 		{"first waterfall rows", "first line.life", rep.Events},
-		{"slowest waterfall rows", "slowest line.life", rep.Events},
-		{"resets marked", "first text.rst", 3},
+		// The two failures (refused, reset) never rank among the slowest.
+		{"slowest waterfall rows", "slowest line.life", rep.Events - 2},
+		{"failure marks in the first waterfall", "first text.fail", 2},
+		{"failures table rows", "failures tr.", 3},
+		{"resets marked", "first text.rst", 2}, // and one with its failure mark
 		{"latency table host groups", " tbody.host", len(rep.Hosts)},
 		{"TLS segments in the first waterfall", "first rect.ph-tls", 9},
 		{"half-closes in the first waterfall", "first rect.ph-half-close", 8},
