@@ -81,7 +81,7 @@ func TestHTMLStructure(t *testing.T) {
 		{"slowest waterfall rows", "slowest line.life", rep.Events - 2},
 		{"failure marks in the first waterfall", "first text.fail", 2},
 		{"failures table rows", "failures tr.", 3},
-		{"resets marked", "first text.rst", 2}, // and one with its failure mark
+		{"resets marked", "first text.rst", 1}, // the other two with their failure marks
 		{"latency table host groups", " tbody.host", len(rep.Hosts)},
 		{"TLS segments in the first waterfall", "first rect.ph-tls", 9},
 		{"half-closes in the first waterfall", "first rect.ph-half-close", 8},
