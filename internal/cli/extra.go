@@ -2,8 +2,13 @@ package cli
 
 import (
 	"context"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -16,8 +21,8 @@ import (
 )
 
 // extraCommands are the report, ats and ca commands.
-func extraCommands(stdout, stderr io.Writer) []*cobra.Command {
-	return []*cobra.Command{newCA(stdout, stderr), newATS(stdout), newReport(stdout, stderr)}
+func extraCommands(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Command {
+	return []*cobra.Command{newCA(stdout, stderr), newATS(stdin, stdout), newReport(stdin, stdout, stderr)}
 }
 
 // dataDir resolves the CA directory the way serve does: flag, then
@@ -49,6 +54,9 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 				return err
 			}
 			c, err := ca.Init(dir, force)
+			if errors.Is(err, ca.ErrExists) {
+				return fmt.Errorf("%w; ca init --force replaces it (devices trusting the old one must then install the new one)", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -68,14 +76,25 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := ca.Load(dir)
+			// Export needs the certificate only, never the key.
+			path := filepath.Join(dir, ca.CertFile)
+			b, err := os.ReadFile(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("ca export: no CA in %s: run `inspectproxy ca init` first", dir)
+			}
 			if err != nil {
-				return err
+				return fmt.Errorf("ca export: %w", err)
+			}
+			block, _ := pem.Decode(b)
+			if block == nil || block.Type != "CERTIFICATE" {
+				return fmt.Errorf("ca export: %s holds no CERTIFICATE PEM block", path)
 			}
 			if der {
-				return c.WriteDER(stdout)
+				_, err = stdout.Write(block.Bytes)
+			} else {
+				err = pem.Encode(stdout, block)
 			}
-			return c.WritePEM(stdout)
+			return err
 		},
 	}
 	export.Flags().BoolVar(&der, "der", false, "DER instead of PEM (what iOS and Android install from a download)")
@@ -106,7 +125,7 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 		m := metrics.New()
 		ln, err := metrics.Listen(cfg.Admin.Listen, false)
 		if err != nil {
-			return err
+			return fmt.Errorf("--admin (admin.listen): %w", err)
 		}
 		o.Observer = m
 		o.Self = append(o.Self, ln.Addr().String())
@@ -115,7 +134,6 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 				log.Error("admin listener", zap.Error(err))
 			}
 		}()
-		log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
 	}
 	return nil
 }
