@@ -177,10 +177,7 @@ func (h *hostAcc) sample(phase int, v *float64) {
 
 // failure counts a failed connection under its host and reason.
 func (b *builder) failure(ev *event.Event, oc outcome.Outcome) {
-	host := hostKey(ev.Target)
-	if host == "" {
-		host = "(no target)"
-	}
+	host := connHost(ev)
 	k := failureKey{host, oc.Reason}
 	f := b.failures[k]
 	if f == nil {

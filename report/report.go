@@ -367,6 +367,20 @@ func requestHost(ev *event.Event, rq *event.HTTP) string {
 	return hostKey(ev.Target)
 }
 
+// connHost names a client connection's host as its host rows do: a plain
+// HTTP connection's target has no port, its upstream's and URLs' do.
+func connHost(ev *event.Event) string {
+	switch {
+	case ev.Kind != event.KindTunnel && len(ev.Upstreams) > 0 && ev.Upstreams[0].Target != "":
+		return hostKey(ev.Upstreams[0].Target)
+	case ev.Kind != event.KindTunnel && len(ev.HTTP) > 0:
+		return requestHost(ev, &ev.HTTP[0])
+	case ev.Target == "":
+		return "(no target)"
+	}
+	return hostKey(ev.Target)
+}
+
 // upstream finds an upstream by id; nil if the event has none with it.
 func upstream(ev *event.Event, id int) *event.Upstream {
 	if i := upstreamIndex(ev, id); i >= 0 {

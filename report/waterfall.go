@@ -64,16 +64,13 @@ func (c *conn) span(phase string, from, to float64, note string) {
 func layout(ev *event.Event, oc outcome.Outcome) conn {
 	c := conn{
 		id:         ev.ID,
-		host:       hostKey(ev.Target),
+		host:       connHost(ev),
 		kind:       ev.Kind,
 		start:      ev.Start,
 		endMS:      timing.MS(ev.End.Sub(ev.Start)),
 		failed:     oc.Reason,
 		failDetail: oc.Detail,
 		keyMS:      -1,
-	}
-	if c.host == "" {
-		c.host = "(no target)"
 	}
 	firstByte, setupEnd := -1.0, -1.0
 	if ev.Kind == event.KindTunnel {
