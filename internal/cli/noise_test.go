@@ -12,12 +12,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/ats"
+	"github.com/inspectproxy/inspectproxy/internal/chromium"
 	"github.com/inspectproxy/inspectproxy/report"
 )
 
@@ -167,5 +169,73 @@ func TestNoiseAudit(t *testing.T) {
 		if h.Errors > n {
 			t.Errorf("%s: %d errors for %d failures", h.Name, h.Errors, n)
 		}
+	}
+}
+
+// measureScript runs in Chromium on a copy of the report: the rendered
+// width of every TLS segment of the first waterfall with its duration, and
+// for each row (its life line) whether anything is drawn on it.
+const measureScript = `<script>
+const out = [];
+for (const r of document.querySelectorAll('#first rect.ph-tls')) {
+  const m = /: tls ([0-9.]+) ms/.exec(r.textContent);
+  out.push('tls ' + r.getBoundingClientRect().width.toFixed(2) + ' ' + (m ? m[1] : '?'));
+}
+const marks = [...document.querySelectorAll('#first rect, #first text.fail')];
+for (const l of document.querySelectorAll('#first line.life')) {
+  const y = l.getBoundingClientRect().top;
+  const drawn = marks.some(m => { const b = m.getBoundingClientRect(); return b.top - 2 <= y && y <= b.bottom + 2 && b.width > 0; });
+  out.push('row ' + (drawn ? 'drawn' : 'empty'));
+}
+const pre = document.createElement('pre'); pre.id = 'measure'; pre.textContent = out.join('\n'); document.body.append(pre);
+</script>`
+
+// TestWaterfallLegible renders the latency report of the real capture in
+// Chromium at 1400 px: every TLS handshake of 2 ms or more is drawn at
+// least 4 px wide, and no row of the first waterfall is empty (failures
+// included), with no console error.
+func TestWaterfallLegible(t *testing.T) {
+	events := noiseCapture(t)
+	page := filepath.Join(t.TempDir(), "report.html")
+	var errb bytes.Buffer
+	if code := Main(context.Background(), []string{"report", "-q", "--format", "html", "-o", page, events}, io.Discard, &errb); code != 0 {
+		t.Fatalf("report: %s", errb.String())
+	}
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(page, bytes.Replace(b, []byte("</body>"), []byte(measureScript+"</body>"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := chromium.DumpDOM(t, page, 1400, 2000)
+	for _, line := range r.Console {
+		t.Errorf("console error: %s", line)
+	}
+	_, measured, ok := strings.Cut(r.DOM, `<pre id="measure">`)
+	if !ok {
+		t.Fatalf("the measuring script did not run:\n%.500s", r.DOM)
+	}
+	measured, _, _ = strings.Cut(measured, "</pre>")
+	rows, tlsSeen := 0, 0
+	for line := range strings.Lines(measured) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 3 && f[0] == "tls":
+			w, _ := strconv.ParseFloat(f[1], 64)
+			ms, _ := strconv.ParseFloat(f[2], 64)
+			tlsSeen++
+			if ms >= 2 && w < 4 {
+				t.Errorf("a %.1f ms TLS handshake is %.2f px wide, want >= 4", ms, w)
+			}
+		case len(f) == 2 && f[0] == "row":
+			rows++
+			if f[1] != "drawn" {
+				t.Errorf("row %d of the first waterfall is empty", rows)
+			}
+		}
+	}
+	if rows == 0 || tlsSeen == 0 {
+		t.Errorf("measured %d rows and %d TLS segments: nothing to check", rows, tlsSeen)
 	}
 }
