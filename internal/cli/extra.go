@@ -54,9 +54,6 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 				return err
 			}
 			c, err := ca.Init(dir, force)
-			if errors.Is(err, ca.ErrExists) {
-				return fmt.Errorf("%w; ca init --force replaces it (devices trusting the old one must then install the new one)", err)
-			}
 			if err != nil {
 				return err
 			}
