@@ -25,6 +25,15 @@ func extraCommands(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Command {
 	return []*cobra.Command{newCA(stdout, stderr), newATS(stdin, stdout), newReport(stdin, stdout, stderr)}
 }
 
+// keylogPath is mitm.keylog (--keylog), else $SSLKEYLOGFILE, as browsers
+// and curl read it.
+func keylogPath(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	return os.Getenv("SSLKEYLOGFILE")
+}
+
 // dataDir resolves the CA directory the way serve does: flag, then
 // config file and environment, then the default.
 func dataDir(v *viper.Viper, file string) (string, error) {
@@ -99,21 +108,31 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// addOptional wires the ATS checker, MITM and metrics when configured.
-func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) error {
+// addOptional wires the ATS checker, MITM and metrics when configured;
+// closeAll closes what it opened.
+func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) (closeAll func() error, err error) {
+	closeAll = func() error { return nil }
 	checker, err := atsChecker(cfg.ATS)
 	if err != nil {
-		return err
+		return closeAll, err
 	}
 	o.Checker = checker
 	if cfg.MITM.Enabled || len(cfg.MITM.Hosts) > 0 {
 		c, err := ca.Load(cfg.MITM.DataDir)
 		if err != nil {
-			return fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
+			return closeAll, fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
 		}
 		iss, err := ca.NewIssuer(c, ca.IssuerOptions{})
 		if err != nil {
-			return fmt.Errorf("mitm: %w", err)
+			return closeAll, fmt.Errorf("mitm: %w", err)
+		}
+		if path := keylogPath(cfg.MITM.Keylog); path != "" {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+			if err != nil {
+				return closeAll, fmt.Errorf("mitm.keylog: %w", err)
+			}
+			o.KeyLog, closeAll = f, f.Close
+			log.Warn("TLS secrets of decrypted connections are written to the key log: whoever reads it can decrypt them", zap.String("keylog", path))
 		}
 		o.MITM = iss
 		log.Info("MITM on", zap.Bool("all_hosts", cfg.MITM.Enabled), zap.Strings("hosts", cfg.MITM.Hosts), zap.String("ca", c.Fingerprint()))
@@ -122,9 +141,9 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 		m := metrics.New()
 		ln, err := metrics.Listen(cfg.Admin.Listen, false)
 		if err != nil {
-			return fmt.Errorf("--admin (admin.listen): %w", err)
+			return closeAll, fmt.Errorf("--admin (admin.listen): %w", err)
 		}
-		o.Observer = m
+		o.Observers = append(o.Observers, m)
 		o.Self = append(o.Self, ln.Addr().String())
 		go func() {
 			if err := m.Serve(ctx, ln, log.Named("admin")); err != nil {
@@ -132,5 +151,5 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 			}
 		}()
 	}
-	return nil
+	return closeAll, nil
 }
