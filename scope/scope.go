@@ -90,7 +90,7 @@ type Filter struct {
 	// Since and Until keep connections that started in [Since, Until).
 	Since, Until time.Time
 	// Kinds keeps these event kinds.
-	Kinds []string
+	Kinds  []string
 	Failed Failed
 	// Noise names OS background lists (see NoiseLists) whose hosts are dropped.
 	Noise []string
