@@ -88,13 +88,7 @@ func TestHTMLChromium(t *testing.T) {
 	if err := os.WriteFile(page, auditHTML(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := chromium.Screenshot(t, page, 1400, 2400)
-	for _, line := range r.Console {
-		t.Errorf("console error: %s", line)
-	}
-	if n := chromium.Colours(r.Screenshot, 12); n < 12 {
-		t.Errorf("screenshot has %d colours: the page did not render", n)
-	}
+	r := chromium.Check(t, page, 1400, 2400, 12)
 	if *golden.Update {
 		if err := os.WriteFile("testdata/report-html.png", r.PNG, 0o644); err != nil {
 			t.Fatal(err)

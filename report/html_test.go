@@ -115,16 +115,7 @@ func TestHTMLChromium(t *testing.T) {
 	if err := os.WriteFile(page, goldenHTML(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := chromium.Screenshot(t, page, 1400, 2000)
-	for _, line := range r.Console {
-		t.Errorf("console error: %s", line)
-	}
-	if b := r.Screenshot.Bounds(); b.Dx() != 1400 || b.Dy() != 2000 {
-		t.Errorf("screenshot is %v, want 1400x2000", b)
-	}
-	if n := chromium.Colours(r.Screenshot, 50); n < 50 {
-		t.Errorf("screenshot has %d colours: the page did not render", n)
-	}
+	r := chromium.Check(t, page, 1400, 2000, 50)
 	if *golden.Update {
 		if err := os.WriteFile("testdata/screenshot.png", r.PNG, 0o644); err != nil {
 			t.Fatal(err)

@@ -104,3 +104,20 @@ func Colours(img image.Image, limit int) int {
 	}
 	return len(seen)
 }
+
+// Check renders page at width×height and fails t on a console error or a
+// screenshot of fewer than minColours colours (a blank or failed page).
+func Check(t testing.TB, page string, width, height, minColours int) Result {
+	t.Helper()
+	r := Screenshot(t, page, width, height)
+	for _, line := range r.Console {
+		t.Errorf("console error: %s", line)
+	}
+	if b := r.Screenshot.Bounds(); b.Dx() != width || b.Dy() != height {
+		t.Errorf("screenshot is %v, want %dx%d", b, width, height)
+	}
+	if n := Colours(r.Screenshot, minColours); n < minColours {
+		t.Errorf("screenshot has %d colours: the page did not render", n)
+	}
+	return r
+}
