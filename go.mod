@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/elazarl/goproxy v1.9.3
 	github.com/go-viper/mapstructure/v2 v2.4.0
+	github.com/goccy/go-json v0.12.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0

@@ -11,11 +11,15 @@ import (
 	"os"
 	"path"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/inspectproxy/inspectproxy/scope"
 )
 
 // ErrOpenProxy is returned by Validate for a non-loopback listener with no
@@ -42,6 +46,27 @@ type Config struct {
 	MITM MITM `mapstructure:"mitm"`
 	// Admin is the metrics and health listener.
 	Admin Admin `mapstructure:"admin"`
+	// Capture limits which connections are recorded.
+	Capture Capture `mapstructure:"capture"`
+}
+
+// Capture scopes what is recorded, like mitmproxy's ignore_hosts and
+// allow_hosts but with globs (path.Match syntax, matched without case; a
+// "*" crosses dots, a pattern with ":" matches host:port). Connections out
+// of scope are still proxied, and not recorded.
+type Capture struct {
+	// OnlyHosts, when set, records only connections to matching hosts.
+	// Default empty (every host).
+	OnlyHosts []string `mapstructure:"only_hosts"`
+	// IgnoreHosts records no connection to matching hosts, e.g.
+	// ["*.apple.com", "*.icloud.com"]. Default empty.
+	IgnoreHosts []string `mapstructure:"ignore_hosts"`
+}
+
+// CaptureScope is the matcher of Capture: Recorded(target) says whether a
+// connection to target is recorded.
+func (c *Config) CaptureScope() scope.Hosts {
+	return scope.Hosts{Only: c.Capture.OnlyHosts, Ignore: c.Capture.IgnoreHosts}
 }
 
 // Events configures the events file. The old form, a file name alone
@@ -250,7 +275,24 @@ func (c *Config) Validate() error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("config: listen %q: %w", c.Listen, err))
 	} else if !isLoopback(host) && len(c.Access.AllowClients) == 0 && !c.AuthEnabled() {
-		errs = append(errs, fmt.Errorf("%w: listen %q is not loopback; set access.allow_clients (e.g. 192.168.1.0/24) and/or access.username and access.password", ErrOpenProxy, c.Listen))
+		errs = append(errs, fmt.Errorf("%w: listen %q is not loopback; say who may use it with --allow-clients 192.168.1.0/24 "+
+			"(access.allow_clients) and/or --proxy-auth USER:PASSWORD (access.username and access.password)", ErrOpenProxy, c.Listen))
+	}
+	if err == nil {
+		if err := checkPort("listen", c.Listen); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.Admin.Listen != "" {
+		if err := checkPort("admin.listen", c.Admin.Listen); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := scope.ValidateGlobs("config: capture.only_hosts", c.Capture.OnlyHosts); err != nil {
+		errs = append(errs, err)
+	}
+	if err := scope.ValidateGlobs("config: capture.ignore_hosts", c.Capture.IgnoreHosts); err != nil {
+		errs = append(errs, err)
 	}
 	if (c.Access.Username == "") != (c.Access.Password == "") {
 		errs = append(errs, errors.New("config: access.username and access.password must be set together"))
@@ -335,6 +377,18 @@ func (e *Events) validate(maxEvent int) []error {
 	return errs
 }
 
+// checkPort checks the port of a host:port setting: 0 (any free port) to 65535.
+func checkPort(key, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("config: %s %q: %w", key, addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("config: %s %q: port %q is not a number from 0 to 65535", key, addr, port)
+	}
+	return nil
+}
+
 // AuthEnabled reports whether proxy Basic auth is on.
 func (c *Config) AuthEnabled() bool { return c.Access.Username != "" && c.Access.Password != "" }
 
@@ -390,13 +444,16 @@ func Load(v *viper.Viper, file string) (Config, error) {
 	if _, ok := os.LookupEnv("INSPECTPROXY_EVENTS"); ok {
 		return Config{}, errors.New("config: INSPECTPROXY_EVENTS: events is a section now; set INSPECTPROXY_EVENTS_PATH instead")
 	}
+	if err := unknownKeys(v, file); err != nil {
+		return Config{}, err
+	}
 	var c Config
 	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		mapstructure.StringToTimeDurationHookFunc(),
 		mapstructure.StringToSliceHookFunc(","),
 	)))
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %s: %w", orDefaults(file), err)
+		return Config{}, decodeError(v, file, err)
 	}
 	if rest, ok := strings.CutPrefix(c.MITM.DataDir, "~/"); ok {
 		if home, err := os.UserHomeDir(); err == nil {
@@ -424,9 +481,76 @@ func readFile(v *viper.Viper, file string) error {
 	return nil
 }
 
+// EnvName is the environment variable of a config key.
+func EnvName(key string) string {
+	return "INSPECTPROXY_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// unknownKeys names the keys of the file that the Config has not, with
+// the keys it has at that level.
+func unknownKeys(v *viper.Viper, file string) error {
+	known := map[string]bool{}
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for i := range t.NumField() {
+			key := prefix + t.Field(i).Tag.Get("mapstructure")
+			known[key] = true
+			if f := t.Field(i).Type; f.Kind() == reflect.Struct && f != reflect.TypeFor[time.Duration]() {
+				walk(key+".", f)
+			}
+		}
+	}
+	walk("", reflect.TypeFor[Config]())
+	var errs []error
+	for _, k := range v.AllKeys() {
+		if known[k] {
+			continue
+		}
+		parent, siblings := "", []string{}
+		if i := strings.LastIndexByte(k, '.'); i >= 0 {
+			parent = k[:i]
+		}
+		for kk := range known {
+			p := ""
+			if i := strings.LastIndexByte(kk, '.'); i >= 0 {
+				p = kk[:i]
+			}
+			if p == parent {
+				siblings = append(siblings, kk)
+			}
+		}
+		slices.Sort(siblings)
+		errs = append(errs, fmt.Errorf("config: %s: unknown key %q; the keys there are %s", orDefaults(file), k, strings.Join(siblings, ", ")))
+	}
+	return errors.Join(errs...)
+}
+
+// decodeError names, for each key the decoder refused, where its value
+// came from (environment variable, flag or file) and the value itself.
+func decodeError(v *viper.Viper, file string, err error) error {
+	var errs []error
+	for _, line := range strings.Split(err.Error(), "\n") {
+		rest, ok := strings.CutPrefix(line, "'")
+		key, msg, found := strings.Cut(rest, "' ")
+		if !ok || !found {
+			continue
+		}
+		val := fmt.Sprint(v.Get(key))
+		if env, set := os.LookupEnv(EnvName(key)); set {
+			errs = append(errs, fmt.Errorf("config: %s=%q (%s): %s", EnvName(key), env, key, msg))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("config: %s: %s %q: %s", orDefaults(file), key, val, msg))
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("config: %s: %w", orDefaults(file), err)
+	}
+	return errors.Join(errs...)
+}
+
 func orDefaults(file string) string {
 	if file == "" {
-		return "defaults"
+		return "flags and environment"
 	}
 	return file
 }

@@ -246,7 +246,7 @@ func Listen(addr string, allowRemote bool) (net.Listener, error) {
 		return nil, fmt.Errorf("metrics: admin address: %w", err)
 	}
 	if !allowRemote && !isLoopback(host) {
-		return nil, fmt.Errorf("%w: %q: the admin listener has no authentication; use 127.0.0.1, ::1 or localhost, or allow remote access explicitly", ErrNotLoopback, addr)
+		return nil, fmt.Errorf("%w: %q: the admin listener has no authentication; use 127.0.0.1, ::1 or localhost (from another machine, reach it through an SSH tunnel)", ErrNotLoopback, addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,7 +25,12 @@ import (
 
 // Main runs the command line and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRoot(ctx, stdout, stderr)
+	return MainIO(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// MainIO is Main with standard input given, which "report -" reads.
+func MainIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(ctx, stdin, stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "inspectproxy:", err)
@@ -33,10 +39,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
+func newRoot(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	serve := newServe(stderr, nil)
 	root := &cobra.Command{
 		Use:           "inspectproxy",
+		Version:       version(),
 		Short:         "A forwarding proxy that shows how HTTPS is layered on TCP, connection by connection",
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -47,7 +54,7 @@ func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.Flags().AddFlagSet(serve.Flags())
 	root.AddCommand(serve)
-	root.AddCommand(extraCommands(stdout, stderr)...)
+	root.AddCommand(extraCommands(stdin, stdout, stderr)...)
 	return root
 }
 
@@ -71,13 +78,26 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
 	f.String("keylog", "", "with MITM: append both legs' TLS secrets to this file (NSS key log, for Wireshark; default $SSLKEYLOGFILE)")
+	f.StringSlice("extra-roots", nil, "PEM files of root CAs trusted besides the system's (a private CA), for chain verification and ATS")
+	f.StringSlice("ignore-hosts", nil, `hosts never recorded, globs ("*.apple.com"); they are still proxied`)
+	f.StringSlice("only-hosts", nil, "record only connections to hosts matching these globs")
+	proxyAuth := f.String("proxy-auth", "", "USER:PASSWORD for proxy Basic auth (access.username/password; visible in ps: prefer the config file or INSPECTPROXY_ACCESS_PASSWORD)")
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events.path", "log-format": "log.format", "log-level": "log.level",
 		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
+		"extra-roots": "tls.extra_roots", "ignore-hosts": "capture.ignore_hosts", "only-hosts": "capture.only_hosts",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *proxyAuth != "" {
+			user, pass, ok := strings.Cut(*proxyAuth, ":")
+			if !ok || user == "" || pass == "" {
+				return fmt.Errorf("--proxy-auth: want USER:PASSWORD, both non-empty")
+			}
+			v.Set("access.username", user)
+			v.Set("access.password", pass)
+		}
 		cfg, err := config.Load(v, *file)
 		if err != nil {
 			return err
