@@ -463,8 +463,8 @@ type mitmClientConn struct {
 	// afterFlight counts the client's bytes after the flight: one short
 	// record and nothing else is TLS 1.3's encrypted alert.
 	afterFlight int
-	rejected *event.ClientRejected
-	failure  *event.HandshakeFailure
+	rejected    *event.ClientRejected
+	failure     *event.HandshakeFailure
 }
 
 func (c *mitmClientConn) Read(p []byte) (int, error) {
