@@ -225,8 +225,9 @@ type legs struct {
 }
 
 // findLegs finds ev's two legs in tr: the client leg by the event's client
-// address, the upstream leg as the first connection to server opened after
-// it.
+// address; the upstream leg among the connections to server opened after
+// it, by the bytes it carried (the tunnel's first bytes, a ClientHello with
+// its random, are unique), else the first one.
 func findLegs(t testing.TB, tr *wirecap.Trace, ev *event.Event, server netip.AddrPort) legs {
 	t.Helper()
 	client, err := netip.ParseAddrPort(ev.Client)
@@ -237,14 +238,22 @@ func findLegs(t testing.TB, tr *wirecap.Trace, ev *event.Event, server netip.Add
 	if l.client == nil {
 		t.Fatalf("the client leg %s is not in the capture (%d connections)", client, len(tr.Conns))
 	}
+	l.reqLen = headLen(l.client.Client.Stream)
+	l.replyLen = headLen(l.client.Server.Stream)
+	sent := l.client.Client.Stream[l.reqLen:]
 	for _, c := range tr.ConnTo(server) {
-		if !c.SYN.Before(l.client.SYN) {
+		if c.SYN.Before(l.client.SYN) {
+			continue
+		}
+		got := c.Client.Stream
+		if n := min(len(sent), len(got), 64); n > 0 && bytes.Equal(sent[:n], got[:n]) {
 			l.upstream = c
 			break
 		}
+		if l.upstream == nil && len(sent) == 0 {
+			l.upstream = c
+		}
 	}
-	l.reqLen = headLen(l.client.Client.Stream)
-	l.replyLen = headLen(l.client.Server.Stream)
 	return l
 }
 

@@ -1,10 +1,17 @@
 package wirecap
 
 import (
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 )
 
 // TestTimestamps checks the capture's clock against the sender's: each
@@ -88,4 +95,93 @@ func TestTimestamps(t *testing.T) {
 		worst = max(worst, sp.read.Sub(at))
 	}
 	t.Logf("largest capture-to-read delay: %v", worst)
+}
+
+// TestAgainstTshark writes a capture as pcapng and has tshark read it: the
+// packets, their flags, sequence numbers, lengths and times must be the
+// ones the timelines were built from.
+func TestAgainstTshark(t *testing.T) {
+	tshark := testtool.Need(t, "tshark")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srvAddr := netip.MustParseAddrPort(ln.Addr().String())
+	c, err := Start(Config{Ports: []uint16{srvAddr.Port()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(s, s) // echo until the client's FIN, then close
+		s.Close()
+	}()
+	cl, err := net.Dial("tcp", srvAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 100, 70000} {
+		if _, err := cl.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(cl, make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = cl.(*net.TCPConn).CloseWrite()
+	_, _ = io.Copy(io.Discard, cl)
+	cl.Close()
+	<-done
+	tr, err := c.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "c.pcapng")
+	if err := tr.WritePcapng(path); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(tshark, "-r", path, "-Y", "tcp", "-T", "fields", "-E", "separator=,",
+		"-e", "frame.time_epoch", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.flags", "-e", "tcp.seq_raw", "-e", "tcp.len").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != len(tr.Packets) {
+		t.Fatalf("tshark reads %d TCP packets, the capture has %d", len(lines), len(tr.Packets))
+	}
+	for i, line := range lines {
+		p := tr.Packets[i]
+		var flags uint8
+		for _, f := range []struct {
+			set bool
+			bit uint8
+		}{{p.FIN, 0x01}, {p.SYN, 0x02}, {p.RST, 0x04}, {p.ACK, 0x10}} {
+			if f.set {
+				flags |= f.bit
+			}
+		}
+		var sec, nsec int64
+		var sport, dport, seq, length uint64
+		var tflags uint64
+		if _, err := fmt.Sscanf(line, "%d.%d,%d,%d,0x%x,%d,%d", &sec, &nsec, &sport, &dport, &tflags, &seq, &length); err != nil {
+			t.Fatalf("tshark line %q: %v", line, err)
+		}
+		at := time.Unix(sec, nsec)
+		if d := at.Sub(p.At); d < -time.Microsecond || d > time.Microsecond ||
+			uint16(sport) != p.Src.Port() || uint16(dport) != p.Dst.Port() ||
+			uint8(tflags)&0x17 != flags || uint32(seq) != p.Seq || int(length) != len(p.Payload) {
+			t.Errorf("packet %d: tshark %q, capture %+v (payload %d)", i, line, p, len(p.Payload))
+		}
+	}
+	conn := tr.ConnTo(srvAddr)[0]
+	if conn.Client.Bytes() != 70101 || conn.Server.Bytes() != 70101 || conn.Client.FIN.IsZero() || conn.Server.FIN.IsZero() {
+		t.Errorf("timeline: client sent %d (FIN %v), server %d (FIN %v); want 70101 each and both FINs",
+			conn.Client.Bytes(), conn.Client.FIN, conn.Server.Bytes(), conn.Server.FIN)
+	}
 }
