@@ -38,28 +38,14 @@ func startRelay(t *testing.T, target string) *relay {
 		t.Fatal(err)
 	}
 	r := &relay{addr: ln.Addr().String(), trackers: make(chan *Tracker, 8)}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r.trackers <- relayConn(c.(*net.TCPConn), s.(*net.TCPConn))
-			}()
+	testtool.Serve(t, ln, func(c net.Conn) {
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			c.Close()
+			return
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+		r.trackers <- relayConn(c.(*net.TCPConn), s.(*net.TCPConn))
+	})
 	return r
 }
 

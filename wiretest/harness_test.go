@@ -23,6 +23,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 	"github.com/inspectproxy/inspectproxy/internal/wirecap"
 	"github.com/inspectproxy/inspectproxy/proxy"
 )
@@ -150,24 +151,10 @@ func tcpServer(t testing.TB, handle func(*net.TCPConn)) netip.AddrPort {
 }
 
 func serveOn(t testing.TB, ln net.Listener, handle func(*net.TCPConn)) netip.AddrPort {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c.(*net.TCPConn))
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	testtool.Serve(t, ln, func(c net.Conn) {
+		defer c.Close()
+		handle(c.(*net.TCPConn))
+	})
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 

@@ -58,15 +58,11 @@ func TestSlowConnectAgainstTheWire(t *testing.T) {
 	}()
 	// The CONNECT returns once the retransmitted SYN is answered.
 	c := p.connect(t, ln.Addr().(*net.TCPAddr).AddrPort())
-	server := serveOn(t, ln, func(c *net.TCPConn) {
-		readN(c, 100)
-		write(c, 5000)
-		_, _ = readAll(c)
-	})
-	write(c, 100)
-	readN(c, 5000)
-	_ = c.CloseWrite()
-	_, _ = readAll(c)
+	server := serveOn(t, ln, serverExchange(drain))
+	clientExchange(func(c *net.TCPConn) {
+		_ = c.CloseWrite()
+		drain(c)
+	})(c)
 	c.Close()
 	ev := p.event()
 	tr := stopCapture(t, cp)

@@ -22,6 +22,50 @@ func abort(c *net.TCPConn) {
 	_ = c.Close()
 }
 
+func drain(c *net.TCPConn) { _, _ = readAll(c) }
+
+// sendAfterEOF reads to the server's FIN, then 30 ms later sends 40 B,
+// n times 20 ms apart, and half-closes 20 ms after the last (issue
+// scenarios 1 and 2).
+func sendAfterEOF(n int) func(*net.TCPConn) {
+	return func(c *net.TCPConn) {
+		drain(c)
+		time.Sleep(30 * time.Millisecond)
+		for i := range n {
+			if i > 0 {
+				time.Sleep(20 * time.Millisecond)
+			}
+			write(c, 40)
+		}
+		time.Sleep(20 * time.Millisecond)
+		_ = c.CloseWrite()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// serverExchange and clientExchange are the scenarios' common start: the
+// client sends 100 B, the server answers with 5000 B; then each goes on
+// with then (nil: nothing; the server then closes).
+func serverExchange(then func(*net.TCPConn)) func(*net.TCPConn) {
+	return func(c *net.TCPConn) {
+		readN(c, 100)
+		write(c, 5000)
+		if then != nil {
+			then(c)
+		}
+	}
+}
+
+func clientExchange(then func(*net.TCPConn)) func(*net.TCPConn) {
+	return func(c *net.TCPConn) {
+		write(c, 100)
+		readN(c, 5000)
+		if then != nil {
+			then(c)
+		}
+	}
+}
+
 // tcpScenario is a scripted client and server through one tunnel.
 type tcpScenario struct {
 	name   string
@@ -38,62 +82,37 @@ type tcpScenario struct {
 func tcpScenarios() []tcpScenario {
 	return []tcpScenario{
 		{
-			name: "client-first close",
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
-				_, _ = readAll(c)
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				readN(c, 5000)
+			name:   "client-first close",
+			server: serverExchange(drain),
+			client: clientExchange(func(c *net.TCPConn) {
 				_ = c.CloseWrite()
-				_, _ = readAll(c)
-			},
+				drain(c)
+			}),
 			reproduced: wantFirstFIN("client"),
 		},
 		{
-			name: "server-first close",
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				_, _ = readAll(c)
-			},
+			name:       "server-first close",
+			server:     serverExchange(nil),
+			client:     clientExchange(drain),
 			reproduced: wantFirstFIN("server"),
 		},
 		{
-			name: "client RST",
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
-				_, _ = readAll(c)
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				readN(c, 5000)
-				abort(c)
-			},
+			name:       "client RST",
+			server:     serverExchange(drain),
+			client:     clientExchange(abort),
 			reproduced: wantRST("client", "abort"),
 		},
 		{
 			name: "server RST",
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
+			server: serverExchange(func(c *net.TCPConn) {
 				time.Sleep(5 * time.Millisecond)
 				abort(c)
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				_, _ = readAll(c)
-			},
+			}),
+			client:     clientExchange(drain),
 			reproduced: wantRST("server", "abort"),
 		},
 		{
-			// The server resets while 4 MiB are on their way to a client
+			// The server resets while 1 MiB is on its way to a client
 			// that reads slowly.
 			name: "RST mid-transfer",
 			server: func(c *net.TCPConn) {
@@ -117,59 +136,31 @@ func tcpScenarios() []tcpScenario {
 		},
 		{
 			name: "FIN then RST",
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
+			server: serverExchange(func(c *net.TCPConn) {
 				_ = c.CloseWrite()
 				time.Sleep(20 * time.Millisecond)
 				abort(c)
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				_, _ = readAll(c)
+			}),
+			client: clientExchange(func(c *net.TCPConn) {
+				drain(c)
 				time.Sleep(50 * time.Millisecond) // the reset arrives meanwhile
-				_ = c.Close()
-			},
+			}),
 			reproduced: wantRST("server", "abort"),
 		},
 		{
 			// Issue scenario 1: the server's kernel answers data sent after
 			// its close with a reset, ~30 ms after its FIN.
-			name: "data after the server closed",
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				_, _ = readAll(c)
-				time.Sleep(30 * time.Millisecond)
-				write(c, 40)
-				time.Sleep(20 * time.Millisecond)
-				_ = c.CloseWrite()
-				time.Sleep(20 * time.Millisecond)
-			},
+			name:       "data after the server closed",
+			server:     serverExchange(nil),
+			client:     clientExchange(sendAfterEOF(1)),
 			reproduced: wantRST("server", "data_after_close"),
 		},
 		{
 			// Issue scenario 2: as 1, with a second 40 B 20 ms after the
 			// first; the server resets, the client only sends data and FIN.
-			name: "data after the server closed, twice",
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				_, _ = readAll(c)
-				time.Sleep(30 * time.Millisecond)
-				write(c, 40)
-				time.Sleep(20 * time.Millisecond)
-				write(c, 40)
-				time.Sleep(20 * time.Millisecond)
-				_ = c.CloseWrite()
-				time.Sleep(20 * time.Millisecond)
-			},
+			name:       "data after the server closed, twice",
+			server:     serverExchange(nil),
+			client:     clientExchange(sendAfterEOF(2)),
 			reproduced: wantRST("server", "data_after_close"),
 		},
 		{
@@ -177,68 +168,41 @@ func tcpScenarios() []tcpScenario {
 			// later the server sends 24 B and closes; the client's kernel
 			// answers the 24 B with a reset.
 			name: "data after the client closed",
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
-				_, _ = readAll(c)
+			server: serverExchange(func(c *net.TCPConn) {
+				drain(c)
 				time.Sleep(7 * time.Millisecond)
 				write(c, 24)
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				readN(c, 5000)
-				_ = c.Close()
-				time.Sleep(30 * time.Millisecond) // the test waits for the event anyway
-			},
+			}),
+			client:     clientExchange(nil), // the harness closes it
 			reproduced: wantRST("client", "data_after_close"),
 		},
 		{
-			name: "proxy idle timeout",
-			edit: func(c *config.Config) { c.Limits.IdleTimeout = 300 * time.Millisecond },
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
-				_, _ = readAll(c)
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				readN(c, 5000)
-				_, _ = readAll(c)
-			},
+			name:       "proxy idle timeout",
+			edit:       func(c *config.Config) { c.Limits.IdleTimeout = 300 * time.Millisecond },
+			server:     serverExchange(drain),
+			client:     clientExchange(drain),
 			expect:     expect{proxyCause: "proxy_idle_timeout"},
 			reproduced: wantRST("proxy", ""),
 		},
 		{
 			name: "proxy half-close timeout",
 			edit: func(c *config.Config) { c.Limits.HalfCloseTimeout = 300 * time.Millisecond },
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
-				_, _ = readAll(c)
+			server: serverExchange(func(c *net.TCPConn) {
+				drain(c)
 				time.Sleep(time.Second) // its side stays open until the proxy cuts
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				readN(c, 5000)
+			}),
+			client: clientExchange(func(c *net.TCPConn) {
 				_ = c.CloseWrite()
-				_, _ = readAll(c)
-			},
+				drain(c)
+			}),
 			expect:     expect{proxyCause: "proxy_half_close_timeout"},
 			reproduced: wantRST("proxy", ""),
 		},
 		{
-			name: "proxy shutdown",
-			edit: func(c *config.Config) { c.Limits.ShutdownGrace = 200 * time.Millisecond },
-			server: func(c *net.TCPConn) {
-				readN(c, 100)
-				write(c, 5000)
-				_, _ = readAll(c)
-			},
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				readN(c, 5000)
-				_, _ = readAll(c) // until the proxy cuts
-			},
+			name:       "proxy shutdown",
+			edit:       func(c *config.Config) { c.Limits.ShutdownGrace = 200 * time.Millisecond },
+			server:     serverExchange(drain),
+			client:     clientExchange(drain), // until the proxy cuts
 			stop:       func(p *proxyRun) { go p.cancel() },
 			expect:     expect{proxyCause: "proxy_shutdown"},
 			reproduced: wantRST("proxy", ""),

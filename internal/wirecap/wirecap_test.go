@@ -18,16 +18,7 @@ import (
 // segment's kernel timestamp lies between the time.Now() before and after
 // the write (or CloseWrite) that sent it, and before the reader's wake-up.
 func TestTimestamps(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	srvAddr := netip.MustParseAddrPort(ln.Addr().String())
-	c, err := Start(Config{Ports: []uint16{srvAddr.Port()}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, srvAddr, c := listenCaptured(t)
 	type span struct{ before, after, read time.Time }
 	const n = 50
 	spans := make([]span, n+1)
@@ -102,16 +93,7 @@ func TestTimestamps(t *testing.T) {
 // ones the timelines were built from.
 func TestAgainstTshark(t *testing.T) {
 	tshark := testtool.Need(t, "tshark")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	srvAddr := netip.MustParseAddrPort(ln.Addr().String())
-	c, err := Start(Config{Ports: []uint16{srvAddr.Port()}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, srvAddr, c := listenCaptured(t)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -184,4 +166,20 @@ func TestAgainstTshark(t *testing.T) {
 		t.Errorf("timeline: client sent %d (FIN %v), server %d (FIN %v); want 70101 each and both FINs",
 			conn.Client.Bytes(), conn.Client.FIN, conn.Server.Bytes(), conn.Server.FIN)
 	}
+}
+
+// listenCaptured listens on loopback and captures the listener's port.
+func listenCaptured(t *testing.T) (net.Listener, netip.AddrPort, *Capture) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	c, err := Start(Config{Ports: []uint16{addr.Port()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, addr, c
 }
