@@ -337,10 +337,10 @@ func (l legs) wire(ev *event.Event) wire {
 	if pu != nil {
 		ownUp = own(pu.RST, firstPeerRST)
 	}
-	hist = append(hist, []struct {
+	hist = append(hist, struct {
 		c  byte
 		at time.Time
-	}{{'X', ownClient}, {'x', ownUp}}...)
+	}{'!', earliest(ownClient, ownUp)})
 	type reset struct {
 		side, cause string
 		at          time.Time

@@ -68,9 +68,10 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
+	f.String("keylog", "", "with MITM: append both legs' TLS secrets to this file (NSS key log, for Wireshark; default $SSLKEYLOGFILE)")
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events", "log-format": "log.format", "log-level": "log.level",
-		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen",
+		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
 	}
@@ -117,7 +118,9 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	w := event.NewWriter(out)
 	opts := proxy.Options{Log: log, Sink: w}
-	if err := addOptional(ctx, cfg, log, &opts); err != nil {
+	closeOptional, err := addOptional(ctx, cfg, log, &opts)
+	defer func() { _ = closeOptional() }()
+	if err != nil {
 		return err
 	}
 	srv, err := proxy.New(cfg, opts)
