@@ -80,6 +80,7 @@ type tcpScenario struct {
 }
 
 func tcpScenarios() []tcpScenario {
+	reset := make(chan struct{}) // FIN then RST: the server has reset
 	return []tcpScenario{
 		{
 			name:   "client-first close",
@@ -140,10 +141,12 @@ func tcpScenarios() []tcpScenario {
 				_ = c.CloseWrite()
 				time.Sleep(20 * time.Millisecond)
 				abort(c)
+				close(reset)
 			}),
 			client: clientExchange(func(c *net.TCPConn) {
 				drain(c)
-				time.Sleep(50 * time.Millisecond) // the reset arrives meanwhile
+				<-reset // the client stays open until the server has reset
+				time.Sleep(20 * time.Millisecond)
 			}),
 			reproduced: wantRST("server", "abort"),
 		},
