@@ -52,7 +52,8 @@ func (p *pipeline) newRecord(st *stream.Stream) *record {
 func (p *pipeline) Serve(st *stream.Stream) {
 	slot := p.conns.admit()
 	rec := p.newRecord(st)
-	defer p.conns.done(slot)
+	rec.release = func() { p.conns.free(slot) }
+	defer p.conns.done()
 	if !slot || p.conns.inShutdown() {
 		msg := limitMsg("max_connections", cap(p.conns.slots))
 		if slot {
