@@ -226,8 +226,8 @@ func TestMITMPinningAutoPassthrough(t *testing.T) {
 	}
 	c.Close()
 	ev := h.event()
-	if ev.TLS == nil || ev.TLS.ClientRejected == nil || ev.TLS.ClientRejected.Likely != "pinning" || ev.TLS.ClientRejected.Alert != "bad_certificate" {
-		t.Fatalf("event tls %+v error %q: want client_rejected, likely pinning", ev.TLS, ev.Error)
+	if cr := ev.TLS.ClientRejected; cr == nil || cr.Likely != "pinning" || cr.AlertCode == nil || *cr.AlertCode != 42 {
+		t.Fatalf("client_rejected %+v error %q: want likely pinning after bad_certificate (42)", ev.TLS.ClientRejected, ev.Error)
 	}
 	// Now the host goes through untouched, and the pin holds.
 	raw = h.connect(target)
