@@ -36,3 +36,23 @@ func Info(c *net.TCPConn) (info SockInfo, ok bool) {
 		SinceRecv: time.Duration(ti.Last_data_recv) * time.Millisecond,
 	}, true
 }
+
+// synRTT is the kernel's round trip of the handshake a connect just made:
+// its first RTT sample is taken from the SYN's transmission to the
+// SYN/ACK, in microseconds, and nothing has been sent since to update
+// it. A retransmitted SYN gives no such sample (Karn), so then ok is false.
+func synRTT(c *net.TCPConn) (rtt time.Duration, ok bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var ti *unix.TCPInfo
+	var serr error
+	if err := rc.Control(func(fd uintptr) { ti, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || serr != nil {
+		return 0, false
+	}
+	if ti.Total_retrans != 0 || ti.Rtt == 0 {
+		return 0, false
+	}
+	return time.Duration(ti.Rtt) * time.Microsecond, true
+}

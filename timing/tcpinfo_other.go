@@ -17,3 +17,6 @@ type SockInfo struct {
 // Info is only implemented on Linux; elsewhere ok is false and callers
 // fall back to what the copy loops saw.
 func Info(c *net.TCPConn) (SockInfo, bool) { return SockInfo{}, false }
+
+// synRTT is only known on Linux; elsewhere Connect is the proxy's clock.
+func synRTT(*net.TCPConn) (time.Duration, bool) { return 0, false }

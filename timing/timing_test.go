@@ -11,8 +11,14 @@ import (
 )
 
 func listen(t *testing.T) (string, net.Listener) {
+	ln := serve(t, "127.0.0.1:0")
+	return ln.Addr().String(), ln
+}
+
+// serve accepts on addr and holds connections until the test ends.
+func serve(t *testing.T, addr string) net.Listener {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +32,7 @@ func listen(t *testing.T) (string, net.Listener) {
 			defer c.Close()
 		}
 	}()
-	return ln.Addr().String(), ln
+	return ln
 }
 
 func TestDial(t *testing.T) {

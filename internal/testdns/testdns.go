@@ -19,9 +19,11 @@ import (
 
 // Server answers A and AAAA queries from its table over UDP.
 type Server struct {
-	pc net.PacketConn
+	pc      net.PacketConn
+	replies sync.WaitGroup // delayed replies in flight
 
 	mu      sync.Mutex
+	closing bool
 	records map[string][]netip.Addr // lowercase FQDN
 	delay   map[dnsmessage.Type]time.Duration
 	queries int
@@ -43,7 +45,16 @@ func Start(t testing.TB, names map[string][]netip.Addr) *Server {
 	}
 	done := make(chan struct{})
 	go s.serve(done)
-	t.Cleanup(func() { pc.Close(); <-done })
+	t.Cleanup(func() {
+		// Send the delayed replies first: a resolver left waiting for
+		// one keeps its goroutine until its own timeout.
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
+		s.replies.Wait()
+		pc.Close()
+		<-done
+	})
 	return s
 }
 
@@ -84,8 +95,6 @@ func fqdn(n string) string { return strings.ToLower(strings.TrimSuffix(n, ".")) 
 
 func (s *Server) serve(done chan struct{}) {
 	defer close(done)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	buf := make([]byte, 512)
 	for {
 		n, from, err := s.pc.ReadFrom(buf)
@@ -102,14 +111,18 @@ func (s *Server) serve(done chan struct{}) {
 			continue
 		}
 		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			continue
+		}
 		s.queries++
 		addrs, known := s.records[strings.ToLower(q.Name.String())]
 		delay := s.delay[q.Type]
+		s.replies.Add(1)
 		s.mu.Unlock()
 		reply := answer(h.ID, q, addrs, known)
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer s.replies.Done()
 			time.Sleep(delay)
 			_, _ = s.pc.WriteTo(reply, from)
 		}()
