@@ -339,7 +339,7 @@ func (r *race) win(res result) {
 	r.res.Conn, r.res.Remote = c, a.Addr
 	r.res.ConnectedAt = a.Start + a.Took
 	r.res.Connect, r.res.ConnectKernel = a.Took, false
-	if rtt, ok := synRTT(c); ok {
+	if rtt, ok := HandshakeRTT(c); ok {
 		r.res.Connect, r.res.ConnectKernel = rtt, true
 	}
 	if fam := familyOf(a.Addr.Addr()); r.dns[fam] >= 0 {

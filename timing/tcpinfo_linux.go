@@ -37,11 +37,12 @@ func Info(c *net.TCPConn) (info SockInfo, ok bool) {
 	}, true
 }
 
-// synRTT is the kernel's round trip of the handshake a connect just made:
-// its first RTT sample is taken from the SYN's transmission to the
-// SYN/ACK, in microseconds, and nothing has been sent since to update
-// it. A retransmitted SYN gives no such sample (Karn), so then ok is false.
-func synRTT(c *net.TCPConn) (rtt time.Duration, ok bool) {
+// HandshakeRTT is the kernel's round trip of the handshake a connect just
+// made, read from TCP_INFO (tcpi_rtt): its first RTT sample runs from the
+// SYN's transmission to the SYN/ACK, in microseconds, and as long as
+// nothing has been sent on c since, nothing has updated it. A
+// retransmitted SYN gives no sample (Karn's rule), so then ok is false.
+func HandshakeRTT(c *net.TCPConn) (rtt time.Duration, ok bool) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return 0, false

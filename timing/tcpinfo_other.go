@@ -18,5 +18,5 @@ type SockInfo struct {
 // fall back to what the copy loops saw.
 func Info(c *net.TCPConn) (SockInfo, bool) { return SockInfo{}, false }
 
-// synRTT is only known on Linux; elsewhere Connect is the proxy's clock.
-func synRTT(*net.TCPConn) (time.Duration, bool) { return 0, false }
+// HandshakeRTT is only known on Linux; elsewhere Connect is the proxy's clock.
+func HandshakeRTT(*net.TCPConn) (time.Duration, bool) { return 0, false }
