@@ -35,6 +35,10 @@ type Pair struct {
 	// Hole4 and Hole6 are routed through the namespace, which drops them
 	// without an answer: a SYN sent there is on the wire and never answered.
 	Hole4, Hole6 netip.Addr
+	// LinkLocal4 is a random 169.254.0.0/16 address the namespace owns,
+	// routed to from here: a stand-in for a cloud metadata server, which
+	// Listen can serve.
+	LinkLocal4 netip.Addr
 }
 
 // New creates a Pair with unique names and random addresses from the
@@ -82,6 +86,7 @@ func random() *Pair {
 		Name: "ipx" + id, HostIf: "ipx" + id + "h", PeerIf: "ipx" + id + "p",
 		Host4: v4(1), Peer4: v4(2), Hole4: v4(6),
 		Host6: v6(0, 1), Peer6: v6(0, 2), Hole6: v6(1, 1),
+		LinkLocal4: netip.AddrFrom4([4]byte{169, 254, b[5] | 1, b[6] | 1}), // never .0 (reserved)
 	}
 }
 
@@ -98,11 +103,13 @@ func (p *Pair) create() error {
 		func() error { return in("link", "set", "lo", "up") },
 		func() error { return in("addr", "add", p.Peer4.String()+"/30", "dev", p.PeerIf) },
 		func() error { return in("addr", "add", p.Peer6.String()+"/64", "dev", p.PeerIf, "nodad") },
+		func() error { return in("addr", "add", p.LinkLocal4.String()+"/32", "dev", p.PeerIf) },
 		func() error { return in("link", "set", p.PeerIf, "up") },
 		// The holes: routed into the namespace, which discards them
 		// silently (a blackhole route sends no ICMP).
 		func() error { return ip("route", "add", hole4, "via", p.Peer4.String(), "dev", p.HostIf) },
 		func() error { return ip("-6", "route", "add", hole6, "via", p.Peer6.String(), "dev", p.HostIf) },
+		func() error { return ip("route", "add", p.LinkLocal4.String()+"/32", "via", p.Peer4.String(), "dev", p.HostIf) },
 		func() error { return in("route", "add", "blackhole", hole4) },
 		func() error { return in("-6", "route", "add", "blackhole", hole6) },
 	} {
@@ -119,6 +126,12 @@ func ip(args ...string) error {
 		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// AddHostAddr gives this side of the pair one more address, as a DHCP
+// lease would; it goes with the pair.
+func (p *Pair) AddHostAddr(a netip.Addr) error {
+	return ip("addr", "add", netip.PrefixFrom(a, a.BitLen()).String(), "dev", p.HostIf)
 }
 
 // Do runs fn on an OS thread inside the namespace: sockets fn creates
