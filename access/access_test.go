@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -425,5 +426,28 @@ func TestCheckBound(t *testing.T) {
 	c.Access.AllowClients = []string{"192.0.2.0/24"}
 	if err := access.CheckBound(&c, "listen", &net.TCPAddr{IP: net.IPv4zero, Port: 1}); err != nil {
 		t.Errorf("with an allow list: %v", err)
+	}
+}
+
+// TestCheckBoundWithHostileHosts: issue 8's finding, with localhost
+// pointing at a non-loopback address of this host in /etc/hosts (in a
+// private mount namespace): listening on "localhost:0" binds that
+// address, and CheckBound refuses it.
+func TestCheckBoundWithHostileHosts(t *testing.T) {
+	if netns.InHostsChild() {
+		ln, err := net.Listen("tcp", "localhost:0")
+		if err != nil {
+			fmt.Println("LISTEN", err)
+			os.Exit(1)
+		}
+		c := config.Default()
+		err = access.CheckBound(&c, "listen", ln.Addr())
+		fmt.Println("CHECK", err)
+		os.Exit(0)
+	}
+	pair := netns.New(t)
+	out, err := netns.RunWithHosts(t, pair.Host4.String()+" localhost\n", "TestCheckBoundWithHostileHosts")
+	if err != nil || !strings.Contains(string(out), "CHECK config: refusing to run as an open proxy: listen bound "+pair.Host4.String()) {
+		t.Fatalf("%v: %s", err, out)
 	}
 }

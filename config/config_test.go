@@ -19,7 +19,7 @@ func TestExampleFileIsTheDefaults(t *testing.T) {
 		t.Fatalf("example config: %v", err)
 	}
 	want := Default()
-	if got.Listen != want.Listen || got.Events != want.Events || got.Limits != want.Limits || got.TLS.ProbeTTL != want.TLS.ProbeTTL || got.MITM.DataDir != want.MITM.DataDir {
+	if got.Listen != want.Listen || got.Events != want.Events || got.Limits != want.Limits || got.TLS.ProbeTTL != want.TLS.ProbeTTL || got.MITM.DataDir != want.MITM.DataDir || got.Socks != want.Socks || got.Access.AllowLocalDestinations != want.Access.AllowLocalDestinations {
 		t.Errorf("example file differs from defaults:\n got %+v\nwant %+v", got, want)
 	}
 }

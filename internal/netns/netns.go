@@ -96,7 +96,9 @@ func (p *Pair) create() error {
 	hole6 := netip.PrefixFrom(p.Hole6, 64).Masked().String()
 	for _, step := range []func() error{
 		func() error { return ip("netns", "add", p.Name) },
-		func() error { return ip("link", "add", p.HostIf, "type", "veth", "peer", "name", p.PeerIf, "netns", p.Name) },
+		func() error {
+			return ip("link", "add", p.HostIf, "type", "veth", "peer", "name", p.PeerIf, "netns", p.Name)
+		},
 		func() error { return ip("addr", "add", p.Host4.String()+"/30", "dev", p.HostIf) },
 		func() error { return ip("addr", "add", p.Host6.String()+"/64", "dev", p.HostIf, "nodad") },
 		func() error { return ip("link", "set", p.HostIf, "up") },
@@ -109,7 +111,9 @@ func (p *Pair) create() error {
 		// silently (a blackhole route sends no ICMP).
 		func() error { return ip("route", "add", hole4, "via", p.Peer4.String(), "dev", p.HostIf) },
 		func() error { return ip("-6", "route", "add", hole6, "via", p.Peer6.String(), "dev", p.HostIf) },
-		func() error { return ip("route", "add", p.LinkLocal4.String()+"/32", "via", p.Peer4.String(), "dev", p.HostIf) },
+		func() error {
+			return ip("route", "add", p.LinkLocal4.String()+"/32", "via", p.Peer4.String(), "dev", p.HostIf)
+		},
 		func() error { return in("route", "add", "blackhole", hole4) },
 		func() error { return in("-6", "route", "add", "blackhole", hole6) },
 	} {
