@@ -62,7 +62,10 @@ func (s *server) handle(c net.Conn, cfg Config) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	req, err := Handshake(c, cfg)
-	s.seen <- seen{req, err}
+	select {
+	case s.seen <- seen{req, err}:
+	default: // nobody is looking (a browser's background requests)
+	}
 	if err != nil {
 		return
 	}
@@ -186,5 +189,27 @@ func TestCurl(t *testing.T) {
 				t.Errorf("request %+v, want user %q, address given %v", got.req, tc.wantUser, tc.literal)
 			}
 		})
+	}
+}
+
+// TestChromium: the browser as a SOCKS5 client (--proxy-server=socks5://),
+// which sends host names for the proxy to resolve.
+func TestChromium(t *testing.T) {
+	v4 := backend(t, "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(v4)
+	srv := startServer(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+t.TempDir(),
+		"--proxy-server=socks5://"+srv.addr, "--proxy-bypass-list=<-loopback>", "--dump-dom", "http://localhost:"+port+"/").Output()
+	if err != nil || !strings.Contains(string(out), "hello from localhost:"+port) {
+		t.Fatalf("chromium: %v: %s", err, out)
+	}
+	for {
+		got := srv.next(t)
+		if got.err == nil && got.req.Command == Connect && got.req.Target() == "localhost:"+port && !got.req.Addr.IsValid() {
+			return
+		}
 	}
 }
