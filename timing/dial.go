@@ -409,6 +409,20 @@ type dialError struct {
 func (e *dialError) Error() string   { return e.msg }
 func (e *dialError) Unwrap() []error { return e.errs }
 
+// HandshakeRTT is the kernel's round trip of the handshake a connect just
+// made, TCP_INFO's tcpi_rtt: its first RTT sample runs from the SYN's
+// transmission to the SYN/ACK, in microseconds, and as long as nothing
+// has been sent on c since, nothing has updated it. A retransmitted SYN
+// gives no sample (Karn's rule), so then ok is false, as it is where the
+// kernel does not say (not Linux).
+func HandshakeRTT(c *net.TCPConn) (rtt time.Duration, ok bool) {
+	info, ok := Info(c)
+	if !ok || info.Retransmits != 0 || info.RTT == 0 {
+		return 0, false
+	}
+	return info.RTT, true
+}
+
 func familyOf(a netip.Addr) int {
 	if a.Is4() {
 		return 1

@@ -17,6 +17,17 @@ type SockInfo struct {
 	PeerFIN bool
 	// SinceRecv is the time since data last arrived from the peer.
 	SinceRecv time.Duration
+	// Unacked counts segments sent and not acknowledged yet (a FIN too).
+	Unacked uint32
+	// RTT is the kernel's smoothed round-trip time.
+	RTT time.Duration
+	// BytesSent counts data bytes sent on the socket (retransmissions
+	// included), NotSent those written but not sent yet.
+	BytesSent uint64
+	NotSent   uint32
+	// Retransmits counts segments retransmitted over the connection's
+	// life, the SYN included.
+	Retransmits uint32
 }
 
 // Info reads TCP_INFO for c. ok is false where the kernel does not say.
@@ -31,29 +42,34 @@ func Info(c *net.TCPConn) (info SockInfo, ok bool) {
 		return info, false
 	}
 	return SockInfo{
-		Closed:    ti.State == unix.BPF_TCP_CLOSE,
-		PeerFIN:   ti.State == unix.BPF_TCP_CLOSE_WAIT || ti.State == unix.BPF_TCP_LAST_ACK || ti.State == unix.BPF_TCP_CLOSING || ti.State == unix.BPF_TCP_TIME_WAIT,
-		SinceRecv: time.Duration(ti.Last_data_recv) * time.Millisecond,
+		Closed:      ti.State == unix.BPF_TCP_CLOSE,
+		PeerFIN:     ti.State == unix.BPF_TCP_CLOSE_WAIT || ti.State == unix.BPF_TCP_LAST_ACK || ti.State == unix.BPF_TCP_CLOSING || ti.State == unix.BPF_TCP_TIME_WAIT,
+		SinceRecv:   time.Duration(ti.Last_data_recv) * time.Millisecond,
+		Unacked:     ti.Unacked,
+		RTT:         time.Duration(ti.Rtt) * time.Microsecond,
+		BytesSent:   ti.Bytes_sent,
+		NotSent:     ti.Notsent_bytes,
+		Retransmits: ti.Total_retrans,
 	}, true
 }
 
-// HandshakeRTT is the kernel's round trip of the handshake a connect just
-// made, read from TCP_INFO (tcpi_rtt): its first RTT sample runs from the
-// SYN's transmission to the SYN/ACK, in microseconds, and as long as
-// nothing has been sent on c since, nothing has updated it. A
-// retransmitted SYN gives no sample (Karn's rule), so then ok is false.
-func HandshakeRTT(c *net.TCPConn) (rtt time.Duration, ok bool) {
+// SocketError returns the error pending on c (SO_ERROR), such as the
+// ECONNRESET of a reset nobody has read yet, and clears it.
+func SocketError(c *net.TCPConn) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return 0, false
+		return err
 	}
-	var ti *unix.TCPInfo
-	var serr error
-	if err := rc.Control(func(fd uintptr) { ti, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || serr != nil {
-		return 0, false
+	var soerr int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { soerr, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); err != nil {
+		return err
 	}
-	if ti.Total_retrans != 0 || ti.Rtt == 0 {
-		return 0, false
+	if gerr != nil {
+		return gerr
 	}
-	return time.Duration(ti.Rtt) * time.Microsecond, true
+	if soerr != 0 {
+		return unix.Errno(soerr)
+	}
+	return nil
 }

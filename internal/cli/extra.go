@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -18,6 +19,15 @@ import (
 // extraCommands are the report, ats and ca commands.
 func extraCommands(stdout, stderr io.Writer) []*cobra.Command {
 	return []*cobra.Command{newCA(stdout, stderr), newATS(stdout), newReport(stdout, stderr)}
+}
+
+// keylogPath is mitm.keylog (--keylog), else $SSLKEYLOGFILE, as browsers
+// and curl read it.
+func keylogPath(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	return os.Getenv("SSLKEYLOGFILE")
 }
 
 // dataDir resolves the CA directory the way serve does: flag, then
@@ -83,21 +93,31 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// addOptional wires the ATS checker, MITM and metrics when configured.
-func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) error {
+// addOptional wires the ATS checker, MITM and metrics when configured;
+// closeAll closes what it opened.
+func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) (closeAll func() error, err error) {
+	closeAll = func() error { return nil }
 	checker, err := atsChecker(cfg.ATS)
 	if err != nil {
-		return err
+		return closeAll, err
 	}
 	o.Checker = checker
 	if cfg.MITM.Enabled || len(cfg.MITM.Hosts) > 0 {
 		c, err := ca.Load(cfg.MITM.DataDir)
 		if err != nil {
-			return fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
+			return closeAll, fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
 		}
 		iss, err := ca.NewIssuer(c, ca.IssuerOptions{})
 		if err != nil {
-			return fmt.Errorf("mitm: %w", err)
+			return closeAll, fmt.Errorf("mitm: %w", err)
+		}
+		if path := keylogPath(cfg.MITM.Keylog); path != "" {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+			if err != nil {
+				return closeAll, fmt.Errorf("mitm.keylog: %w", err)
+			}
+			o.KeyLog, closeAll = f, f.Close
+			log.Warn("TLS secrets of decrypted connections are written to the key log: whoever reads it can decrypt them", zap.String("keylog", path))
 		}
 		o.MITM = iss
 		log.Info("MITM on", zap.Bool("all_hosts", cfg.MITM.Enabled), zap.Strings("hosts", cfg.MITM.Hosts), zap.String("ca", c.Fingerprint()))
@@ -106,9 +126,9 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 		m := metrics.New()
 		ln, err := metrics.Listen(cfg.Admin.Listen, false)
 		if err != nil {
-			return err
+			return closeAll, err
 		}
-		o.Observer = m
+		o.Observers = append(o.Observers, m)
 		o.Self = append(o.Self, ln.Addr().String())
 		go func() {
 			if err := m.Serve(ctx, ln, log.Named("admin")); err != nil {
@@ -117,5 +137,5 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 		}()
 		log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
 	}
-	return nil
+	return closeAll, nil
 }
