@@ -60,17 +60,17 @@ func (e *DeniedError) Error() string {
 	case RuleDenyDestinations:
 		return fmt.Sprintf("access: %s is in access.deny_destinations (entry %s)", e.Dest, e.Entry)
 	case RuleSelf:
-		return fmt.Sprintf("access: %s/%s is one of the proxy's own listeners (a loop)", e.Dest, e.Network)
+		return fmt.Sprintf("access: %s reaches the proxy's own %s listener on port %d (a loop)", e.Dest, e.Network, e.Dest.Port())
 	default:
-		return fmt.Sprintf("access: %s is %s, part of this host, which clients on other hosts may not reach (client %s; access.allow_local_destinations allows it)", e.Dest, describe[e.Rule], e.Client)
+		return fmt.Sprintf("access: %s is %s: clients on other hosts may not reach this host (client %s; access.allow_local_destinations allows it)", e.Dest, describe[e.Rule], e.Client)
 	}
 }
 
 var describe = map[Rule]string{
 	RuleLoopback:    "a loopback address",
-	RuleUnspecified: "an unspecified address (the kernel connects it to this host)",
-	RuleLinkLocal:   "a link-local address (cloud metadata lives at 169.254.169.254)",
-	RuleHostAddress: "an address of this host's interfaces",
+	RuleUnspecified: "an unspecified address, which connects to this host",
+	RuleLinkLocal:   "link-local (cloud metadata lives at 169.254.169.254)",
+	RuleHostAddress: "an address of this host",
 }
 
 // Unwrap makes errors.Is(err, ErrDenied) true.

@@ -265,7 +265,7 @@ func (r *race) startNext(ctx context.Context) bool {
 		ap := netip.AddrPortFrom(a, r.port)
 		if r.d.Deny != nil {
 			if why := r.d.Deny(ap); why != nil {
-				r.res.Attempts = append(r.res.Attempts, Attempt{Addr: ap, Start: r.since(), Outcome: OutcomeDenied, Err: fmt.Errorf("%w: %s: %w", ErrDenied, ap, why)})
+				r.res.Attempts = append(r.res.Attempts, Attempt{Addr: ap, Start: r.since(), Outcome: OutcomeDenied, Err: deniedError{why}})
 				continue
 			}
 		}
@@ -400,6 +400,12 @@ func (r *race) failure(ctx context.Context, hostport, host string) error {
 	}
 	return &dialError{msg: fmt.Sprintf("timing: connect %s: %s", hostport, strings.Join(msgs, "; ")), errs: wrapped}
 }
+
+// deniedError is a Deny hook's refusal: its own words, and ErrDenied.
+type deniedError struct{ why error }
+
+func (e deniedError) Error() string   { return e.why.Error() }
+func (e deniedError) Unwrap() []error { return []error{ErrDenied, e.why} }
 
 type dialError struct {
 	msg  string
