@@ -62,14 +62,14 @@ func (e *DeniedError) Error() string {
 	case RuleSelf:
 		return fmt.Sprintf("access: %s reaches the proxy's own %s listener on port %d (a loop)", e.Dest, e.Network, e.Dest.Port())
 	default:
-		return fmt.Sprintf("access: %s is %s: clients on other hosts may not reach this host (client %s; access.allow_local_destinations allows it)", e.Dest, describe[e.Rule], e.Client)
+		return fmt.Sprintf("access: %s is %s, which clients on other hosts may not reach (client %s; access.allow_local_destinations allows it)", e.Dest, describe[e.Rule], e.Client)
 	}
 }
 
 var describe = map[Rule]string{
 	RuleLoopback:    "a loopback address",
 	RuleUnspecified: "an unspecified address, which connects to this host",
-	RuleLinkLocal:   "link-local (cloud metadata lives at 169.254.169.254)",
+	RuleLinkLocal:   "link-local, next to this host (cloud metadata lives at 169.254.169.254)",
 	RuleHostAddress: "an address of this host",
 }
 
