@@ -68,7 +68,7 @@ func (e *DeniedError) Error() string {
 
 var describe = map[Rule]string{
 	RuleLoopback:    "a loopback address",
-	RuleUnspecified: "an unspecified address, which connects to this host",
+	RuleUnspecified: "an unspecified address (it connects to this host)",
 	RuleLinkLocal:   "link-local, next to this host (cloud metadata lives at 169.254.169.254)",
 	RuleHostAddress: "an address of this host",
 }
