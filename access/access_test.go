@@ -16,6 +16,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/internal/netns"
 	"github.com/inspectproxy/inspectproxy/internal/testdns"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"github.com/inspectproxy/inspectproxy/timing"
 )
 
@@ -29,18 +30,8 @@ type gate struct {
 }
 
 func (g *gate) serve(t *testing.T, ln net.Listener) {
-	t.Cleanup(func() { ln.Close() })
-	remove := g.policy.AddSelf(ln.Addr())
-	t.Cleanup(remove)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go g.handle(c)
-		}
-	}()
+	t.Cleanup(g.policy.AddSelf(ln.Addr()))
+	testnet.Serve(t, ln, g.handle)
 }
 
 func (g *gate) handle(c net.Conn) {
@@ -123,23 +114,12 @@ func backend(t *testing.T, addrs ...netip.Addr) uint16 {
 			continue
 		}
 		for _, ln := range lns {
-			t.Cleanup(func() { ln.Close() })
-			go acceptAndClose(ln)
+			testnet.Serve(t, ln, nil)
 		}
 		return port
 	}
 	t.Fatal("no common free port for the backend")
 	return 0
-}
-
-func acceptAndClose(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Close()
-	}
 }
 
 // TestDestinationMatrix makes real connections to a gate from a client in
@@ -161,8 +141,7 @@ func TestDestinationMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { metaLn.Close() })
-	go acceptAndClose(metaLn)
+	testnet.Serve(t, metaLn, nil)
 	meta := uint16(metaLn.Addr().(*net.TCPAddr).Port)
 
 	dns := testdns.Start(t, map[string][]netip.Addr{
@@ -188,13 +167,8 @@ func TestDestinationMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.serve(t, localLn)
-	admin, err := net.Listen("tcp", "127.0.0.1:0") // stands for the admin listener
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close() })
+	admin := testnet.Listen(t, "127.0.0.1:0", nil) // stands for the admin listener
 	t.Cleanup(policy.AddSelf(admin.Addr()))
-	go acceptAndClose(admin)
 	proxyPort := localLn.Addr().(*net.TCPAddr).Port
 	remotePort := remoteLn.Addr().(*net.TCPAddr).Port
 	adminPort := admin.Addr().(*net.TCPAddr).Port

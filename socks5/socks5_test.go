@@ -12,10 +12,10 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"github.com/inspectproxy/inspectproxy/stream"
 )
 
@@ -33,28 +33,8 @@ type seen struct {
 
 func startServer(t *testing.T, cfg Config) *server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{addr: ln.Addr().String(), seen: make(chan seen, 16)}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.handle(c, cfg)
-			}()
-		}
-	}()
+	s := &server{seen: make(chan seen, 16)}
+	s.addr = testnet.Listen(t, "127.0.0.1:0", func(c net.Conn) { s.handle(c, cfg) }).Addr().String()
 	return s
 }
 

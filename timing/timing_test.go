@@ -3,11 +3,14 @@ package timing
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 )
 
 func listen(t *testing.T) (string, net.Listener) {
@@ -17,22 +20,7 @@ func listen(t *testing.T) (string, net.Listener) {
 
 // serve accepts on addr and holds connections until the test ends.
 func serve(t *testing.T, addr string) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	return ln
+	return testnet.Listen(t, addr, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 }
 
 func TestDial(t *testing.T) {

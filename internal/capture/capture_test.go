@@ -6,25 +6,14 @@ import (
 	"net/netip"
 	"strconv"
 	"testing"
+
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 )
 
 // TestHandshakes captures real connects on loopback: each client port has
 // one handshake, from its SYN to the SYN/ACK, which came after it.
 func TestHandshakes(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	ln := testnet.Listen(t, "127.0.0.1:0", nil)
 	port := ln.Addr().(*net.TCPAddr).Port
 	c, err := Start(context.Background(), "lo", "tcp port "+strconv.Itoa(port), t.TempDir())
 	if err != nil {
