@@ -26,9 +26,8 @@ var ErrOpenProxy = errors.New("config: refusing to run as an open proxy")
 type Config struct {
 	// Listen is the proxy's address. Default 127.0.0.1:8080.
 	Listen string `mapstructure:"listen"`
-	// Events is the JSON-lines file events are appended to; "-" is stdout.
-	// Default inspect-events.jsonl.
-	Events string `mapstructure:"events"`
+	// Events is where events are written and how that file is kept.
+	Events Events `mapstructure:"events"`
 	// Log configures the zap log on stderr.
 	Log Log `mapstructure:"log"`
 	// Access controls who may use the proxy and where it may connect.
@@ -45,6 +44,30 @@ type Config struct {
 	Admin Admin `mapstructure:"admin"`
 	// Socks is the SOCKS5 listener, off by default.
 	Socks Socks `mapstructure:"socks"`
+}
+
+// Events configures the events file. The old form, a file name alone
+// (`events: FILE`, INSPECTPROXY_EVENTS), still sets Path.
+type Events struct {
+	// Path is the JSON-lines file events are appended to; "-" is stdout.
+	// Default inspect-events.jsonl.
+	Path string `mapstructure:"path"`
+	// MaxSize rotates the file before it grows past this many megabytes
+	// (MiB): it is renamed NAME-TIMESTAMP.EXT and a new one started. 0
+	// never rotates (rotate with logrotate, which sends SIGHUP). Default 0.
+	MaxSize int `mapstructure:"max_size"`
+	// MaxBackups is how many rotated files are kept, the oldest removed
+	// first; 0 keeps them all. Default 0.
+	MaxBackups int `mapstructure:"max_backups"`
+	// Compress gzips rotated files (NAME-TIMESTAMP.EXT.gz). Default false.
+	Compress bool `mapstructure:"compress"`
+	// QueueBytes bounds the events waiting for the writer. When it is full
+	// (the disk stalls), new events are dropped and counted, never waited
+	// for. Default 16MiB.
+	QueueBytes int `mapstructure:"queue_bytes"`
+	// CloseTimeout bounds writing what is queued at shutdown; events still
+	// queued then are counted as dropped. Default 5s.
+	CloseTimeout time.Duration `mapstructure:"close_timeout"`
 }
 
 // Log configures logging.
@@ -127,7 +150,9 @@ type Limits struct {
 	// response's headers the event keeps. Default 16KiB.
 	MaxHeaderBytesRecorded int `mapstructure:"max_header_bytes_recorded"`
 	// MaxEventBytes bounds one event's size: past it, requests are only
-	// counted and the event says truncated. Default 1MiB.
+	// counted and the event says truncated. The events writer drops a
+	// longer line (newline included) and counts it (too_large), so no
+	// reader meets one. Default 1MiB.
 	MaxEventBytes int `mapstructure:"max_event_bytes"`
 }
 
@@ -211,7 +236,7 @@ func Default() Config {
 	}
 	return Config{
 		Listen: "127.0.0.1:8080",
-		Events: "inspect-events.jsonl",
+		Events: Events{Path: "inspect-events.jsonl", QueueBytes: 16 << 20, CloseTimeout: 5 * time.Second},
 		Log:    Log{Format: "console", Level: "info"},
 		Limits: Limits{
 			MaxConnections:   4096,
@@ -301,7 +326,35 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("config: limits.%s must be positive, got %d", name, v))
 		}
 	}
+	errs = append(errs, c.Events.validate(l.MaxEventBytes)...)
 	return errors.Join(errs...)
+}
+
+func (e *Events) validate(maxEvent int) []error {
+	var errs []error
+	if e.Path == "" {
+		errs = append(errs, errors.New("config: events.path is empty (use \"-\" for stdout)"))
+	}
+	for name, v := range map[string]int64{"max_size": int64(e.MaxSize), "max_backups": int64(e.MaxBackups)} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("config: events.%s must not be negative, got %d", name, v))
+		}
+	}
+	if e.Path == "-" && (e.MaxSize > 0 || e.MaxBackups > 0 || e.Compress) {
+		errs = append(errs, errors.New("config: events.path is \"-\" (stdout), which cannot be rotated: unset events.max_size, max_backups and compress"))
+	}
+	// The largest line must fit in the queue, and in a rotated file with
+	// room to spare for what may precede it in one write (a gap record).
+	if e.MaxSize > 0 && int64(e.MaxSize)<<20 < 2*int64(maxEvent) {
+		errs = append(errs, fmt.Errorf("config: events.max_size %d MiB must hold two lines of limits.max_event_bytes %d", e.MaxSize, maxEvent))
+	}
+	if e.QueueBytes < maxEvent {
+		errs = append(errs, fmt.Errorf("config: events.queue_bytes %d is smaller than limits.max_event_bytes %d", e.QueueBytes, maxEvent))
+	}
+	if e.CloseTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("config: events.close_timeout must be positive, got %s", e.CloseTimeout))
+	}
+	return errs
 }
 
 // AuthEnabled reports whether proxy Basic auth is on.
@@ -373,10 +426,14 @@ func Load(v *viper.Viper, file string) (Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if file != "" {
-		v.SetConfigFile(file)
-		if err := v.ReadInConfig(); err != nil {
-			return Config{}, fmt.Errorf("config: read %s: %w", file, err)
+		if err := readFile(v, file); err != nil {
+			return Config{}, err
 		}
+	}
+	// The old variable would hide every events.* key (viper sees a value
+	// where a section is), so it is refused rather than half-applied.
+	if _, ok := os.LookupEnv("INSPECTPROXY_EVENTS"); ok {
+		return Config{}, errors.New("config: INSPECTPROXY_EVENTS: events is a section now; set INSPECTPROXY_EVENTS_PATH instead")
 	}
 	var c Config
 	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
@@ -392,6 +449,24 @@ func Load(v *viper.Viper, file string) (Config, error) {
 		}
 	}
 	return c, c.Validate()
+}
+
+// readFile merges the config file into v. The old form `events: FILE`
+// becomes events.path: viper cannot hold a key as a value and a section.
+func readFile(v *viper.Viper, file string) error {
+	f := viper.New()
+	f.SetConfigFile(file)
+	if err := f.ReadInConfig(); err != nil {
+		return fmt.Errorf("config: read %s: %w", file, err)
+	}
+	m := f.AllSettings()
+	if p, ok := m["events"].(string); ok {
+		m["events"] = map[string]any{"path": p}
+	}
+	if err := v.MergeConfigMap(m); err != nil {
+		return fmt.Errorf("config: %s: %w", file, err)
+	}
+	return nil
 }
 
 func orDefaults(file string) string {

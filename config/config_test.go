@@ -79,6 +79,12 @@ func TestValidate(t *testing.T) {
 		{"socks with auth", func(c *Config) { c.Socks.Listen = ":1080"; c.Access.Username, c.Access.Password = "u", "p" }, "", nil},
 		{"socks bad", func(c *Config) { c.Socks.Listen = "1080" }, `socks.listen "1080"`, nil},
 		{"bad deny entry", func(c *Config) { c.Access.DenyDestinations = []string{"::ffff:0.0.0.0/64"} }, "access.deny_destinations", nil},
+		{"no events path", func(c *Config) { c.Events.Path = "" }, "events.path is empty", nil},
+		{"negative backups", func(c *Config) { c.Events.MaxBackups = -1 }, "events.max_backups must not be negative, got -1", nil},
+		{"rotating stdout", func(c *Config) { c.Events.Path = "-"; c.Events.MaxSize = 10 }, "cannot be rotated", nil},
+		{"file smaller than two events", func(c *Config) { c.Events.MaxSize = 1 }, "events.max_size 1 MiB must hold two lines of limits.max_event_bytes 1048576", nil},
+		{"queue smaller than an event", func(c *Config) { c.Events.QueueBytes = 1000 }, "events.queue_bytes 1000 is smaller than limits.max_event_bytes", nil},
+		{"no event size", func(c *Config) { c.Limits.MaxEventBytes = 0 }, "limits.max_event_bytes must be positive", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()
@@ -95,6 +101,49 @@ func TestValidate(t *testing.T) {
 			}
 			if tc.is != nil && !errors.Is(err, tc.is) {
 				t.Fatalf("error %v is not %v", err, tc.is)
+			}
+		})
+	}
+}
+
+// TestEventsForms: the events section, and the old form `events: FILE`
+// (file only: the old variable is refused, since viper would let it hide
+// the whole section).
+func TestEventsForms(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		env        map[string]string
+		want       Events
+		wantErr    string
+	}{
+		{name: "old form", yaml: "events: old.jsonl\n", want: Events{Path: "old.jsonl", QueueBytes: 16 << 20, CloseTimeout: 5 * time.Second}},
+		{name: "section", yaml: "events:\n  path: e.jsonl\n  max_size: 100\n  max_backups: 3\n  compress: true\n",
+			want: Events{Path: "e.jsonl", MaxSize: 100, MaxBackups: 3, Compress: true, QueueBytes: 16 << 20, CloseTimeout: 5 * time.Second}},
+		{name: "section and env", yaml: "events:\n  path: e.jsonl\n", env: map[string]string{"INSPECTPROXY_EVENTS_MAX_SIZE": "10"},
+			want: Events{Path: "e.jsonl", MaxSize: 10, QueueBytes: 16 << 20, CloseTimeout: 5 * time.Second}},
+		{name: "old env", yaml: "listen: 127.0.0.1:1\n", env: map[string]string{"INSPECTPROXY_EVENTS": "x.jsonl"}, wantErr: "INSPECTPROXY_EVENTS_PATH"},
+		{name: "unknown key in section", yaml: "events:\n  max_sise: 1\n", wantErr: "max_sise"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			c, err := Load(viper.New(), file)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want it to mention %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Events != tc.want {
+				t.Errorf("events = %+v, want %+v", c.Events, tc.want)
 			}
 		})
 	}

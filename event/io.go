@@ -6,57 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 )
 
 // ErrLineTooLong is returned by Reader for a line over its size cap.
 var ErrLineTooLong = errors.New("event: line too long")
-
-// Writer writes events as JSON lines. It is safe for concurrent use; each
-// event is one Write of one whole line, so lines never interleave.
-type Writer struct {
-	mu  sync.Mutex
-	w   *bufio.Writer
-	err error
-}
-
-// NewWriter returns a Writer on w. Call Flush before closing w.
-func NewWriter(w io.Writer) *Writer {
-	return &Writer{w: bufio.NewWriterSize(w, 64<<10)}
-}
-
-// Write encodes ev as one line and flushes it, so a crash loses at most the
-// connections still open.
-func (w *Writer) Write(ev *Event) error {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("event: encode %s: %w", ev.ID, err)
-	}
-	b = append(b, '\n')
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
-	if _, err := w.w.Write(b); err != nil {
-		w.err = fmt.Errorf("event: write: %w", err)
-		return w.err
-	}
-	if err := w.w.Flush(); err != nil {
-		w.err = fmt.Errorf("event: flush: %w", err)
-	}
-	return w.err
-}
-
-// Flush writes any buffered data.
-func (w *Writer) Flush() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
-	return w.w.Flush()
-}
 
 // MaxLine caps one event line when reading: a line longer than this is
 // reported, not loaded.

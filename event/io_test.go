@@ -5,38 +5,8 @@ import (
 	"errors"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 )
-
-func TestWriterLinesNeverInterleave(t *testing.T) {
-	var buf bytes.Buffer
-	w := NewWriter(&buf)
-	var wg sync.WaitGroup
-	for i := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = w.Write(&Event{ID: strings.Repeat("x", i*100), Kind: KindTunnel})
-		}()
-	}
-	wg.Wait()
-	r := NewReader(&buf)
-	n := 0
-	for {
-		_, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("line %d: %v", n+1, err)
-		}
-		n++
-	}
-	if n != 50 {
-		t.Fatalf("read %d events, want 50", n)
-	}
-}
 
 func TestReaderErrors(t *testing.T) {
 	r := NewReader(strings.NewReader("{\"id\":\"a\"}\n\n{broken\n{\"id\":\"b\"}\n"))

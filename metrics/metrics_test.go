@@ -8,9 +8,11 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -18,7 +20,9 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/eventlog"
 	"github.com/inspectproxy/inspectproxy/internal/netns"
 )
 
@@ -338,5 +342,68 @@ func TestListenChecksTheBoundAddress(t *testing.T) {
 	out, err := netns.RunWithHosts(t, pair.Host4.String()+" localhost\n", "TestListenChecksTheBoundAddress")
 	if err != nil || !strings.Contains(string(out), "REFUSED") || !strings.Contains(string(out), "bound "+pair.Host4.String()) {
 		t.Fatalf("%v: %s", err, out)
+	}
+}
+
+// TestWatchEvents: the events sink's counters are series, and /healthz is
+// 503 with the sink's reason until an event is written again.
+func TestWatchEvents(t *testing.T) {
+	c := config.Default().Events
+	c.Path = filepath.Join(t.TempDir(), "events.jsonl")
+	sink, err := eventlog.Open(c, 1<<20, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sink.Close(context.Background()) }()
+	m := New()
+	m.WatchEvents(sink)
+	base, client := serve(t, m)
+	healthz := func() (int, string) {
+		resp, err := client.Get(base + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	nan := math.NaN()
+	_ = sink.Write(&event.Event{ID: "a", Kind: event.KindTunnel, TCP: &event.TCP{DNSMS: &nan}})
+	if code, body := healthz(); code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "events: 1 dropped since ") || !strings.Contains(body, "(encode_error 1), last error: eventlog: encode event a") {
+		t.Errorf("healthz = %d %q", code, body)
+	}
+	got := scrape(t, base, client)
+	for series, want := range map[string]float64{
+		`inspectproxy_events_dropped_total{reason="encode_error"}`: 1,
+		`inspectproxy_events_dropped_total{reason="queue_full"}`:   0,
+		`inspectproxy_events_dropped_total{reason="write_error"}`:  0,
+		`inspectproxy_events_dropped_total{reason="too_large"}`:    0,
+		`inspectproxy_events_dropped_total{reason="shutdown"}`:     0,
+		`inspectproxy_events_written_total{}`:                      0,
+		`inspectproxy_events_gap_records_total{}`:                  0,
+		`inspectproxy_events_torn_lines_total{}`:                   0,
+		`inspectproxy_events_queued{}`:                             0,
+		`inspectproxy_events_queued_bytes{}`:                       0,
+	} {
+		if v, ok := got[series]; !ok || v != want {
+			t.Errorf("%s = %g (present %v), want %g", series, v, ok, want)
+		}
+	}
+
+	if err := sink.Write(&event.Event{ID: "b", Kind: event.KindTunnel}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); sink.Stats().Written == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("event never written")
+		}
+	}
+	if code, body := healthz(); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("healthz after a write = %d %q", code, body)
+	}
+	got = scrape(t, base, client)
+	if got[`inspectproxy_events_written_total{}`] != 1 || got[`inspectproxy_events_gap_records_total{}`] != 1 || got[`inspectproxy_events_dropped_total{reason="encode_error"}`] != 1 {
+		t.Errorf("after the write: %v", got)
 	}
 }

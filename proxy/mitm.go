@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -170,10 +171,10 @@ func (m *mitmLayer) serve(rec *record, client stream.Conn, h hello, tr *tlsinfo.
 	// Later upstream connections go to the address the first one reached.
 	addr := d.Remote.String()
 	offer := []string{proto}
-	pending := up
+	var pending atomic.Pointer[tls.Conn]
+	pending.Store(up)
 	s.dial = func(ctx context.Context, _ string) (net.Conn, error) {
-		if c := pending; c != nil {
-			pending = nil
+		if c := pending.Swap(nil); c != nil {
 			return c, nil
 		}
 		at := rec.since()

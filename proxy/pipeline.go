@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,7 +52,8 @@ func (p *pipeline) newRecord(st *stream.Stream) *record {
 func (p *pipeline) Serve(st *stream.Stream) {
 	slot := p.conns.admit()
 	rec := p.newRecord(st)
-	defer p.conns.done(slot)
+	rec.release = func() { p.conns.free(slot) }
+	defer p.conns.done()
 	if !slot || p.conns.inShutdown() {
 		msg := limitMsg("max_connections", cap(p.conns.slots))
 		if slot {
@@ -98,6 +100,10 @@ func (p *pipeline) serve(st *stream.Stream, rec *record) {
 	rec.publish(PhaseConnected)
 	t.tracker = tlsinfo.NewTracker(p.lim.InspectBuffer)
 	r := newRelay(client, d.Conn, t.tracker, p.lim, rec.since, p.conns.onCut, t.close)
+	if p.out.live != nil {
+		prog := &progress{rec: rec, tracker: t.tracker, close: t.close}
+		r.fed = prog.update
+	}
 	t.relay = r
 	earlyFed := false
 	if p.mitm != nil {
@@ -115,6 +121,44 @@ func (p *pipeline) serve(st *stream.Stream, rec *record) {
 		}
 	}
 	r.run(early, earlyFed)
+}
+
+// progress publishes a stream's handshake and close milestones to the
+// live console as the tracker and the relay reach them.
+type progress struct {
+	rec     *record
+	tracker *tlsinfo.Tracker
+	close   *timing.Close
+	mu      sync.Mutex
+	done    map[string]bool
+}
+
+func (p *progress) update() {
+	if !p.rec.out.live.Active() {
+		return
+	}
+	info := p.tracker.Info()
+	snap := p.close.Snapshot()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done == nil {
+		p.done = make(map[string]bool)
+	}
+	for _, m := range []struct {
+		phase   string
+		reached bool
+	}{
+		{PhaseClientHello, info.ClientHello != nil},
+		{PhaseServerHello, info.ServerHello != nil},
+		{PhaseHandshakeDone, info.HandshakeDoneAt >= 0},
+		{PhaseFirstFIN, snap.FirstFIN != ""},
+	} {
+		if m.reached && !p.done[m.phase] {
+			p.done[m.phase] = true
+			p.rec.update(func(ev *event.Event) { ev.TLS = info.Event() })
+			p.rec.publish(m.phase)
+		}
+	}
 }
 
 // target is what the event shows as the stream's target: the name the

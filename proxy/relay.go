@@ -33,6 +33,9 @@ type relay struct {
 	since     func() time.Duration
 	onCut     func(key any, cut func()) (undo func())
 	close     *timing.Close
+	// fed, when set, runs after the tracker was given bytes (the live
+	// console follows the handshake's progress).
+	fed func()
 
 	bytes [2]atomic.Int64 // by direction: up, down
 	// afterFIN counts bytes written into a side after its FIN arrived, as
@@ -184,6 +187,9 @@ func (r *relay) inspect(dir tlsinfo.Direction, e endpoints, early []byte, earlyF
 		if n > 0 {
 			r.lastRecv[dir].Store(int64(at))
 			more := r.tracker.Feed(dir, buf[:n], at)
+			if r.fed != nil {
+				r.fed()
+			}
 			if err := r.write(e, dir, buf[:n]); err != nil {
 				return true, err
 			}
@@ -259,8 +265,12 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 	src, dst := sideName(e.srcSide), sideName(e.dstSide)
 	switch {
 	case err == io.EOF:
+		first := r.close.Snapshot().FirstFIN == ""
 		r.close.FIN(src, at)
 		r.tracker.EOF(dir, at)
+		if first && r.fed != nil {
+			r.fed()
+		}
 		if r.close.HasFIN(dst) {
 			// Both ways are over; the relay closes both sockets.
 			r.stopWatches()

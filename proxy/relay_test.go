@@ -1,14 +1,17 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testpki"
 )
 
 // serverSendsAndCloses is issue 9's server: accept, read, send 5000 B,
@@ -148,5 +151,34 @@ func TestTunnelDurationFromAccept(t *testing.T) {
 	}
 	if tcp.History != "ShfF" && tcp.History != "ShFf" {
 		t.Errorf("history %q, want ShfF (accept, connect, server FIN, client FIN)", tcp.History)
+	}
+}
+
+// liveRecorder is a Live that keeps the phases it is told, in order.
+type liveRecorder struct {
+	mu     sync.Mutex
+	phases []string
+}
+
+func (l *liveRecorder) Active() bool { return true }
+func (l *liveRecorder) Publish(phase string, ev *event.Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.phases = append(l.phases, phase)
+}
+
+// TestLivePhases: a stream's phases are published as they happen, in wire
+// order, before its event is written.
+func TestLivePhases(t *testing.T) {
+	live := &liveRecorder{}
+	h := startProxyWith(t, nil, Options{Live: live})
+	srv := testpki.StartTLS(t, tlsServerConfig(h.ca.Leaf(t, testpki.LeafOpts{Key: testpki.ECDSA256})), nil)
+	h.tlsThrough(srv.Addr, &tls.Config{ServerName: "localhost", RootCAs: h.ca.Pool})
+	h.event()
+	live.mu.Lock()
+	defer live.mu.Unlock()
+	want := "accepted connected client_hello server_hello handshake_done first_fin closed"
+	if got := strings.Join(live.phases, " "); got != want {
+		t.Errorf("phases %q, want %q", got, want)
 	}
 }

@@ -184,7 +184,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func(addr net
 	hs := s.http.server()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(&trackListener{Listener: ln, src: s.http}) }()
-	s.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.String("events", s.cfg.Events))
+	s.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.String("events", s.cfg.Events.Path))
 	if ready != nil {
 		ready(ln.Addr())
 	}

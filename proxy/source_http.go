@@ -76,8 +76,13 @@ func (l *trackListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
+		tc, ok := c.(*net.TCPConn)
+		if !ok { // the proxy relays TCP only; a listener of another kind is a misuse
+			_ = c.Close()
+			return nil, fmt.Errorf("proxy: listener gave a %T, not a TCP connection", c)
+		}
 		slot := l.src.conns.admit()
-		cc := l.src.newClientConn(c.(*net.TCPConn), slot)
+		cc := l.src.newClientConn(tc, slot)
 		if !slot || l.src.conns.inShutdown() {
 			go cc.overflow()
 			continue
@@ -117,6 +122,7 @@ const headCap = 512
 func (s *httpSource) newClientConn(c *net.TCPConn, slot bool) *clientConn {
 	cc := &clientConn{TCPConn: c, src: s, slot: slot}
 	cc.rec = newRecord(s.pipe.newID(), time.Now(), c.RemoteAddr().String(), event.SourceHTTP, s.log, s.pipe.out, s.pipe.bounds)
+	cc.rec.release = func() { s.conns.free(slot) }
 	cc.sess = &session{rec: cc.rec, lim: s.lim, secrets: s.secrets}
 	cc.sess.dial = plainDial(cc.sess, s.dialer)
 	return cc
@@ -162,7 +168,7 @@ func (cc *clientConn) finish() {
 				cc.describeUnserved(ev)
 			}
 		})
-		cc.src.conns.done(cc.slot)
+		cc.src.conns.done()
 	})
 }
 
@@ -385,7 +391,7 @@ func (s *httpSource) connect(cc *clientConn, w http.ResponseWriter, r *http.Requ
 		},
 	}
 	s.pipe.serve(st, cc.rec)
-	s.conns.done(cc.slot)
+	s.conns.done()
 }
 
 // reply writes a CONNECT's answer: a bare status line for 200, a short

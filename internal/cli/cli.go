@@ -4,11 +4,13 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -16,7 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/inspectproxy/inspectproxy/config"
-	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/eventlog"
 	"github.com/inspectproxy/inspectproxy/proxy"
 )
 
@@ -72,7 +74,7 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.String("socks", "", "SOCKS5 listener address, e.g. 127.0.0.1:1080 (off by default; same access rules as --listen)")
 	f.Bool("allow-local-destinations", false, "let clients on other hosts reach this host's own addresses (loopback, link-local, its interfaces)")
 	for flag, key := range map[string]string{
-		"listen": "listen", "events": "events", "log-format": "log.format", "log-level": "log.level",
+		"listen": "listen", "events": "events.path", "log-format": "log.format", "log-level": "log.level",
 		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
 		"socks": "socks.listen", "allow-local-destinations": "access.allow_local_destinations",
 	} {
@@ -112,39 +114,92 @@ func NewLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)), nil
 }
 
-// serveProxy opens the events file, builds the proxy and its optional
-// parts, and runs until ctx ends.
+// serveProxy binds the listeners, then opens the events file (a port in
+// use leaves no file behind), builds the proxy and its optional parts, and
+// runs until ctx ends. Losing events does not make it fail: the sink's
+// counters and log say what was lost.
 func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready func(net.Addr)) error {
-	out, closeOut, err := openEvents(cfg.Events)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listen %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close() // Serve closes it too; this is for the error paths
+	var opts proxy.Options
+	opt, err := addOptional(cfg, log, &opts)
+	defer func() { _ = opt.close() }()
 	if err != nil {
 		return err
 	}
-	w := event.NewWriter(out)
-	opts := proxy.Options{Log: log, Sink: w}
-	closeOptional, err := addOptional(ctx, cfg, log, &opts)
-	defer func() { _ = closeOptional() }()
+	sink, err := eventlog.Open(cfg.Events, cfg.Limits.MaxEventBytes, log.Named("events"))
 	if err != nil {
 		return err
 	}
+	defer closeEvents(sink, cfg.Events.CloseTimeout, log)
+	opts.Log, opts.Sink = log, sink
 	srv, err := proxy.New(cfg, opts)
 	if err != nil {
 		return err
 	}
-	runErr := srv.Run(ctx, func(a net.Addr) {
-		if ready != nil {
-			ready(a)
-		}
-	})
-	return errors.Join(runErr, w.Flush(), closeOut())
+	if m := opt.metrics; m != nil {
+		m.WatchEvents(sink)
+		go func() {
+			if err := m.Serve(ctx, opt.admin, log.Named("admin")); err != nil {
+				log.Error("admin listener", zap.Error(err))
+			}
+		}()
+	}
+	defer reopenOnHUP(sink, log)()
+	return srv.Serve(ctx, ln, ready)
 }
 
-func openEvents(path string) (io.Writer, func() error, error) {
-	if path == "-" {
-		return os.Stdout, func() error { return nil }, nil
+// reopenWait bounds a reopen: a writer stalled on the disk must not hold
+// later SIGHUPs.
+const reopenWait = 10 * time.Second
+
+// reopenOnHUP reopens the events file on each SIGHUP, which logrotate
+// sends after renaming it. The returned func stops that.
+func reopenOnHUP(s *eventlog.Sink, log *zap.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-hup:
+				ctx, cancel := context.WithTimeout(context.Background(), reopenWait)
+				if err := s.Reopen(ctx); err != nil {
+					log.Error("SIGHUP: events file not reopened", zap.Error(err))
+				}
+				cancel()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-exited
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+}
+
+// closeEvents writes what is queued and logs the sink's counters; losses
+// are logged, not returned, so the exit status stays 0.
+func closeEvents(s *eventlog.Sink, timeout time.Duration, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := s.Close(ctx)
+	st := s.Stats()
+	fields := []zap.Field{zap.Int64("written", st.Written), zap.Int64("gap_records", st.Gaps)}
+	for _, r := range eventlog.Reasons {
+		if n := st.Dropped[r]; n > 0 {
+			fields = append(fields, zap.Int64("dropped_"+r, n))
+		}
+	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("events file: %w", err)
+		log.Error("events file closed with losses", append(fields, zap.Error(err))...)
+		return
 	}
-	return f, f.Close, nil
+	log.Info("events file closed", fields...)
 }

@@ -1,9 +1,10 @@
 package cli
 
 import (
-	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -93,49 +94,63 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// addOptional wires the ATS checker, MITM and metrics when configured;
-// closeAll closes what it opened.
-func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) (closeAll func() error, err error) {
-	closeAll = func() error { return nil }
+// optional is what addOptional opened: the metrics and their listener,
+// served once the events file is open, and what close must close.
+type optional struct {
+	metrics *metrics.Metrics
+	admin   net.Listener
+	closers []func() error
+}
+
+func (p *optional) close() error {
+	var errs []error
+	for _, c := range p.closers {
+		errs = append(errs, c())
+	}
+	return errors.Join(errs...)
+}
+
+// addOptional wires the ATS checker and MITM when configured, and binds
+// the admin listener. It returns what it opened even with an error.
+func addOptional(cfg config.Config, log *zap.Logger, o *proxy.Options) (*optional, error) {
+	opt := &optional{}
 	checker, err := atsChecker(cfg.ATS)
 	if err != nil {
-		return closeAll, err
+		return opt, err
 	}
 	o.Checker = checker
 	if cfg.MITM.Enabled || len(cfg.MITM.Hosts) > 0 {
 		c, err := ca.Load(cfg.MITM.DataDir)
 		if err != nil {
-			return closeAll, fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
+			return opt, fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
 		}
 		iss, err := ca.NewIssuer(c, ca.IssuerOptions{})
 		if err != nil {
-			return closeAll, fmt.Errorf("mitm: %w", err)
+			return opt, fmt.Errorf("mitm: %w", err)
 		}
 		if path := keylogPath(cfg.MITM.Keylog); path != "" {
 			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 			if err != nil {
-				return closeAll, fmt.Errorf("mitm.keylog: %w", err)
+				return opt, fmt.Errorf("mitm.keylog: %w", err)
 			}
-			o.KeyLog, closeAll = f, f.Close
+			o.KeyLog = f
+			opt.closers = append(opt.closers, f.Close)
 			log.Warn("TLS secrets of decrypted connections are written to the key log: whoever reads it can decrypt them", zap.String("keylog", path))
 		}
 		o.MITM = iss
 		log.Info("MITM on", zap.Bool("all_hosts", cfg.MITM.Enabled), zap.Strings("hosts", cfg.MITM.Hosts), zap.String("ca", c.Fingerprint()))
 	}
 	if cfg.Admin.Listen != "" {
-		m := metrics.New()
 		ln, err := metrics.Listen(cfg.Admin.Listen, false)
 		if err != nil {
-			return closeAll, err
+			return opt, err
 		}
-		o.Observers = append(o.Observers, m)
+		// Serve closes it too; this is for the paths that never serve.
+		opt.closers = append(opt.closers, func() error { _ = ln.Close(); return nil })
+		opt.metrics, opt.admin = metrics.New(), ln
+		o.Observers = append(o.Observers, opt.metrics)
 		o.Self = append(o.Self, ln.Addr().String())
-		go func() {
-			if err := m.Serve(ctx, ln, log.Named("admin")); err != nil {
-				log.Error("admin listener", zap.Error(err))
-			}
-		}()
 		log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
 	}
-	return closeAll, nil
+	return opt, nil
 }
