@@ -48,6 +48,8 @@ type Config struct {
 	Admin Admin `mapstructure:"admin"`
 	// Capture limits which connections are recorded.
 	Capture Capture `mapstructure:"capture"`
+	// Socks is the SOCKS5 listener, off by default.
+	Socks Socks `mapstructure:"socks"`
 }
 
 // Capture scopes what is recorded, like mitmproxy's ignore_hosts and
@@ -104,15 +106,25 @@ type Log struct {
 // Access controls clients and destinations.
 type Access struct {
 	// AllowClients lists client networks (CIDR or IP) allowed to connect;
-	// empty allows everyone who can reach the listener. Default empty.
+	// empty allows everyone who can reach the listener. Clients on this
+	// host (loopback, or one of its own addresses) are always allowed, so
+	// the proxy can be tried from the machine it runs on. Default empty.
 	AllowClients []string `mapstructure:"allow_clients"`
 	// Username and Password enable proxy Basic auth when both are set.
 	// Default empty (no auth).
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
 	// DenyDestinations lists networks (CIDR or IP) the proxy will not
-	// connect to, checked after DNS. Default empty.
+	// connect to, checked after DNS for every address a name resolves to.
+	// IPv4-mapped entries (::ffff:192.0.2.0/120) mean their IPv4 network;
+	// other IPv6 entries match IPv6 destinations only. Default empty.
 	DenyDestinations []string `mapstructure:"deny_destinations"`
+	// AllowLocalDestinations lets clients on other hosts reach this host
+	// itself: loopback, unspecified (0.0.0.0, ::), link-local
+	// (169.254.0.0/16 with cloud metadata, fe80::/10) and the addresses of
+	// its interfaces. Clients on this host may always reach those; nobody
+	// may reach the proxy's own listeners (a loop). Default false.
+	AllowLocalDestinations bool `mapstructure:"allow_local_destinations"`
 }
 
 // Limits bound what one client can hold.
@@ -233,6 +245,14 @@ type Admin struct {
 	Listen string `mapstructure:"listen"`
 }
 
+// Socks configures the SOCKS5 listener.
+type Socks struct {
+	// Listen is the SOCKS5 (RFC 1928) address; empty is off. As for
+	// listen, anything but a loopback address needs access.allow_clients
+	// and/or access.username+password (RFC 1929 for SOCKS). Default empty.
+	Listen string `mapstructure:"listen"`
+}
+
 // Default returns the defaults.
 func Default() Config {
 	home, err := os.UserHomeDir()
@@ -271,15 +291,13 @@ func Default() Config {
 // Validate checks values and the open-proxy rule.
 func (c *Config) Validate() error {
 	var errs []error
-	host, _, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("config: listen %q: %w", c.Listen, err))
-	} else if !isLoopback(host) && len(c.Access.AllowClients) == 0 && !c.AuthEnabled() {
-		errs = append(errs, fmt.Errorf("%w: listen %q is not loopback; say who may use it with --allow-clients 192.168.1.0/24 "+
-			"(access.allow_clients) and/or --proxy-auth USER:PASSWORD (access.username and access.password)", ErrOpenProxy, c.Listen))
-	}
-	if err == nil {
-		if err := checkPort("listen", c.Listen); err != nil {
+	for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"socks.listen", c.Socks.Listen}} {
+		if l.addr == "" && l.key != "listen" {
+			continue
+		}
+		if err := c.checkListener(l.key, l.addr); err != nil {
+			errs = append(errs, err)
+		} else if err := checkPort(l.key, l.addr); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -406,24 +424,48 @@ func (c *Config) MITMFor(host string) bool {
 	return false
 }
 
-// ParsePrefix parses a CIDR or a single IP address.
+// ParsePrefix parses a CIDR or a single IP address, normalised so that it
+// matches unmapped addresses: an IPv4-mapped prefix (::ffff:192.0.2.0/120)
+// becomes its IPv4 network (192.0.2.0/24), which would otherwise never
+// match. Zones and prefixes that mix mapped and other IPv6 addresses are
+// refused.
 func ParsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
+	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an IP address", s)
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an IP address", s)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q has a zone (%%%s); zones are not allowed", s, a.Zone())
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("%q mixes IPv4-mapped and other IPv6 addresses; write IPv4 and IPv6 networks as separate entries", s)
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
+// checkListener checks a listener address and the open-proxy rule. A name
+// is not trusted to be loopback (localhost may resolve elsewhere); after
+// binding, the caller checks the address actually bound (access.RequireLoopback).
+func (c *Config) checkListener(key, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("config: %s %q: %w", key, addr, err)
 	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
+	if len(c.Access.AllowClients) > 0 || c.AuthEnabled() {
+		return nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Unmap().IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %q is not a loopback address (a name is not trusted: localhost may resolve elsewhere; use 127.0.0.1 or [::1]); "+
+		"or say who may use it with --allow-clients 192.168.1.0/24 (access.allow_clients) and/or --proxy-auth USER:PASSWORD (access.username and access.password)", ErrOpenProxy, key, addr)
 }
 
 // Load builds the configuration: defaults, then file (if non-empty), then

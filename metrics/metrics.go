@@ -252,6 +252,12 @@ func Listen(addr string, allowRemote bool) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	// A name was checked above by what it says; the address bound is
+	// what counts (localhost may resolve elsewhere in /etc/hosts).
+	if a, ok := ln.Addr().(*net.TCPAddr); !allowRemote && (!ok || !a.AddrPort().Addr().Unmap().IsLoopback()) {
+		ln.Close()
+		return nil, fmt.Errorf("%w: %q bound %s: the admin listener has no authentication; use 127.0.0.1 or ::1", ErrNotLoopback, addr, ln.Addr())
+	}
 	return ln, nil
 }
 

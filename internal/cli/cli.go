@@ -73,7 +73,7 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.String("events", "", `events file, JSON lines, "-" for stdout (default inspect-events.jsonl)`)
 	f.String("log-format", "", "console or json (default console)")
 	f.String("log-level", "", "debug, info, warn or error (default info)")
-	f.StringSlice("allow-clients", nil, "client networks allowed, CIDR (required to listen beyond loopback, or use proxy auth)")
+	f.StringSlice("allow-clients", nil, "client networks allowed, CIDR (clients on this host always are; required to listen beyond loopback, or use proxy auth)")
 	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
@@ -82,10 +82,13 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.StringSlice("ignore-hosts", nil, `hosts never recorded, globs ("*.apple.com"); they are still proxied`)
 	f.StringSlice("only-hosts", nil, "record only connections to hosts matching these globs")
 	proxyAuth := f.String("proxy-auth", "", "USER:PASSWORD for proxy Basic auth (access.username/password; visible in ps: prefer the config file or INSPECTPROXY_ACCESS_PASSWORD)")
+	f.String("socks", "", "SOCKS5 listener address, e.g. 127.0.0.1:1080 (off by default; same access rules as --listen)")
+	f.Bool("allow-local-destinations", false, "let clients on other hosts reach this host's own addresses (loopback, link-local, its interfaces)")
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events.path", "log-format": "log.format", "log-level": "log.level",
 		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
 		"extra-roots": "tls.extra_roots", "ignore-hosts": "capture.ignore_hosts", "only-hosts": "capture.only_hosts",
+		"socks": "socks.listen", "allow-local-destinations": "access.allow_local_destinations",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
 	}

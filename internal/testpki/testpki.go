@@ -17,10 +17,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 )
 
 // KeySpec names a key: "rsa1024", "rsa2048", "ecdsa256", "ecdsa384".
@@ -163,7 +164,6 @@ func (ca *CA) Leaf(t testing.TB, o LeafOpts) tls.Certificate {
 type Server struct {
 	Addr   string
 	Config *tls.Config
-	ln     net.Listener
 }
 
 // StartTLS starts a loopback TLS server with cfg; handle runs for each
@@ -174,44 +174,8 @@ func StartTLS(t testing.TB, cfg *tls.Config, handle func(*tls.Conn)) *Server {
 	if err != nil {
 		t.Fatalf("testpki: listen: %v", err)
 	}
-	s := &Server{Addr: ln.Addr().String(), Config: cfg, ln: ln}
-	// Open connections are tracked so cleanup can close them and wait for
-	// their handlers: no goroutine outlives the test.
-	var (
-		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
-		wg    sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				serve(tls.Server(c, cfg), handle)
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	s := &Server{Addr: ln.Addr().String(), Config: cfg}
+	testnet.Serve(t, ln, func(c net.Conn) { serve(tls.Server(c, cfg), handle) })
 	return s
 }
 
