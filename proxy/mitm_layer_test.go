@@ -25,6 +25,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 )
 
 // mitmProxyWith starts a decrypting proxy with cfg edited by edit; it
@@ -114,7 +115,7 @@ func TestMITMHTTP2(t *testing.T) {
 	}
 
 	// curl --http2, as a user would run it.
-	curl := needTool(t, "curl")
+	curl := testtool.Need(t, "curl")
 	out, err := exec.Command(curl, "-sS", "--http2", "--noproxy", "", "-x", "http://"+h.addr, "--cacert", caPEM(t, mca),
 		"-o", "/dev/null", "-w", "%{http_version}", target+"/curl").CombinedOutput()
 	if err != nil || string(out) != "2" {
@@ -244,7 +245,7 @@ func TestMITMPinningAutoPassthrough(t *testing.T) {
 // TestMITMUntrustedCA: curl without the proxy's CA refuses its leaf; the
 // event says so (a client that never accepted a leaf: untrusted_ca).
 func TestMITMUntrustedCA(t *testing.T) {
-	curl := needTool(t, "curl")
+	curl := testtool.Need(t, "curl")
 	h, _ := mitmProxyWith(t, nil, Options{})
 	target := h2Server(t, h, func(w http.ResponseWriter, r *http.Request) {})
 	out, err := exec.Command(curl, "-sS", "--noproxy", "", "-x", "http://"+h.addr, target+"/").CombinedOutput()
@@ -347,8 +348,8 @@ func TestMITMServerRefusesHandshake(t *testing.T) {
 // TestMITMKeyLog: the key log lets tshark decrypt a capture of both legs;
 // the request's path is found in it.
 func TestMITMKeyLog(t *testing.T) {
-	tshark := needTool(t, "tshark")
-	dumpcap := needTool(t, "dumpcap")
+	tshark := testtool.Need(t, "tshark")
+	dumpcap := testtool.Need(t, "dumpcap")
 	keylog := filepath.Join(t.TempDir(), "keys.log")
 	kf, err := os.OpenFile(keylog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {

@@ -145,6 +145,14 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	defer ln.Close() // Serve closes it too; this is for the error paths
 	var opts proxy.Options
+	if cfg.Socks.Listen != "" {
+		sl, err := net.Listen("tcp", cfg.Socks.Listen)
+		if err != nil {
+			return fmt.Errorf("--socks (socks.listen) %s: %w", cfg.Socks.Listen, err)
+		}
+		defer sl.Close()
+		opts.SOCKS = sl
+	}
 	opt, err := addOptional(cfg, log, &opts)
 	defer func() { _ = opt.close() }()
 	if err != nil {

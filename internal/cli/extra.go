@@ -163,7 +163,7 @@ func addOptional(cfg config.Config, log *zap.Logger, o *proxy.Options) (*optiona
 		opt.closers = append(opt.closers, func() error { _ = ln.Close(); return nil })
 		opt.metrics, opt.admin = metrics.New(), ln
 		o.Observers = append(o.Observers, opt.metrics)
-		o.Self = append(o.Self, ln.Addr().String())
+		o.Self = append(o.Self, ln.Addr())
 		log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
 	}
 	return opt, nil
