@@ -108,7 +108,10 @@ func (p *pipeline) serve(st *stream.Stream, rec *record) {
 	}
 	t.relay = r
 	earlyFed := false
-	if p.mitm != nil {
+	if !p.out.recorded(rec.ev.Target) {
+		// Out of capture scope: relayed, not inspected, no event.
+		t.tracker.Stop()
+	} else if p.mitm != nil {
 		h := readHello(client, early, t.tracker, p.lim.HelloTimeout, rec.since)
 		early, earlyFed = h.bytes, true
 		if h.timedOut {
@@ -206,7 +209,7 @@ func (t *tunnelState) build(p *pipeline, st *stream.Stream) func(ev *event.Event
 		end := t.rec.since()
 		var up, down int64
 		if r := t.relay; r != nil {
-			up, down = r.bytes[0].Load(), r.bytes[1].Load()
+			up, down = r.sent(tlsinfo.ClientToServer), r.sent(tlsinfo.ServerToClient)
 			if r.err != nil && t.err == nil {
 				t.err = r.err
 			}

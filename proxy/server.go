@@ -97,7 +97,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		socks:    o.SOCKS,
 	}
 	dialer := &timing.Dialer{Timeout: cfg.Limits.DialTimeout, Resolver: o.Resolver}
-	out := &emitter{checker: o.Checker, observers: o.Observers, live: o.Live, sink: o.Sink}
+	out := &emitter{recorded: cfg.CaptureScope().Recorded, checker: o.Checker, observers: o.Observers, live: o.Live, sink: o.Sink}
 	engine := newHTTPEngine(o.Log)
 	s.pipe = &pipeline{
 		log: o.Log, lim: cfg.Limits, dialer: dialer, policy: pol, inspect: insp, conns: s.conns, out: out, newID: s.newID,
