@@ -6,12 +6,16 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
+	"github.com/inspectproxy/inspectproxy/stream"
+	"github.com/inspectproxy/inspectproxy/timing"
+	"github.com/inspectproxy/inspectproxy/tlsinfo"
 )
 
 // serverSendsAndCloses is issue 9's server: accept, read, send 5000 B,
@@ -180,5 +184,59 @@ func TestLivePhases(t *testing.T) {
 	want := "accepted connected client_hello server_hello handshake_done first_fin closed"
 	if got := strings.Join(live.phases, " "); got != want {
 		t.Errorf("phases %q, want %q", got, want)
+	}
+}
+
+// Issue 9, finding 8: once the hello wait is over, inspection is over in
+// both directions: the server's 4 MiB go in bulk (splice), not through
+// the tracker chunk by chunk.
+func TestHelloTimeoutSplicesBothWays(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pair := func() (*net.TCPConn, *net.TCPConn) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.(*net.TCPConn), s.(*net.TCPConn)
+	}
+	client, proxyClient := pair() // the client and the proxy's end of it
+	proxyServer, server := pair() // the proxy's upstream and the server
+	defer client.Close()
+	defer server.Close()
+	lim := config.Default().Limits
+	lim.HelloTimeout = 50 * time.Millisecond
+	start := time.Now()
+	r := newRelay(stream.TCP{TCPConn: proxyClient}, proxyServer, tlsinfo.NewTracker(0), lim,
+		func() time.Duration { return time.Since(start) }, func(any, func()) func() { return func() {} }, &timing.Close{})
+	var feeds atomic.Int64
+	r.fed = func() { feeds.Add(1) }
+	done := make(chan struct{})
+	go func() { r.run(nil, false); close(done) }()
+	time.Sleep(100 * time.Millisecond) // the client says nothing: the hello wait ends
+	go func() {
+		_, _ = server.Write(make([]byte, 4<<20))
+		_ = server.CloseWrite()
+	}()
+	if n, err := io.Copy(io.Discard, client); n != 4<<20 || err != nil {
+		t.Fatalf("client read %d, %v", n, err)
+	}
+	_ = client.CloseWrite()
+	_, _ = io.Copy(io.Discard, server)
+	<-done
+	// fed runs once per chunk inspected, and once at the first FIN: 4 MiB
+	// read chunk by chunk would be over a hundred.
+	if n := feeds.Load(); n > 2 {
+		t.Errorf("fed %d times after the hello wait; want the one chunk already read and the first FIN", n)
+	}
+	if !r.helloWait.Load() {
+		t.Error("hello wait not recorded")
 	}
 }
