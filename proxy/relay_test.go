@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"io"
 	"net"
@@ -221,11 +222,15 @@ func TestHelloTimeoutSplicesBothWays(t *testing.T) {
 	done := make(chan struct{})
 	go func() { r.run(nil, false); close(done) }()
 	time.Sleep(100 * time.Millisecond) // the client says nothing: the hello wait ends
+	// The server then sends a TLS 1.3 ServerHello and 4 MiB of encrypted
+	// records, which a tracker still inspecting would follow chunk by
+	// chunk, waiting for the client's Finished.
+	records := append(serverHello13(), bytes.Repeat(append([]byte{0x17, 0x03, 0x03, 0x40, 0x00}, make([]byte, 1<<14)...), 256)...)
 	go func() {
-		_, _ = server.Write(make([]byte, 4<<20))
+		_, _ = server.Write(records)
 		_ = server.CloseWrite()
 	}()
-	if n, err := io.Copy(io.Discard, client); n != 4<<20 || err != nil {
+	if n, err := io.Copy(io.Discard, client); n != int64(len(records)) || err != nil {
 		t.Fatalf("client read %d, %v", n, err)
 	}
 	_ = client.CloseWrite()
@@ -239,4 +244,18 @@ func TestHelloTimeoutSplicesBothWays(t *testing.T) {
 	if !r.helloWait.Load() {
 		t.Error("hello wait not recorded")
 	}
+}
+
+// serverHello13 is a TLS 1.3 ServerHello record (TLS_AES_128_GCM_SHA256,
+// an X25519 key share) as RFC 8446 lays it out.
+func serverHello13() []byte {
+	exts := []byte{0x00, 0x2b, 0x00, 0x02, 0x03, 0x04, 0x00, 0x33, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20}
+	exts = append(exts, make([]byte, 32)...)
+	body := []byte{0x03, 0x03}
+	body = append(body, make([]byte, 32)...)    // random
+	body = append(body, 0x00, 0x13, 0x01, 0x00) // no session id, the suite, no compression
+	body = append(body, byte(len(exts)>>8), byte(len(exts)))
+	body = append(body, exts...)
+	msg := append([]byte{0x02, 0x00, byte(len(body) >> 8), byte(len(body))}, body...)
+	return append([]byte{0x16, 0x03, 0x03, byte(len(msg) >> 8), byte(len(msg))}, msg...)
 }
