@@ -43,6 +43,10 @@ type Config struct {
 	MITM MITM `mapstructure:"mitm"`
 	// Admin is the metrics and health listener.
 	Admin Admin `mapstructure:"admin"`
+	// UI is the live web console.
+	UI UI `mapstructure:"ui"`
+	// Onboard is the phone setup page the proxy serves itself.
+	Onboard Onboard `mapstructure:"onboard"`
 }
 
 // Log configures logging.
@@ -143,6 +147,36 @@ type Admin struct {
 	Listen string `mapstructure:"listen"`
 }
 
+// UI configures the live web console.
+type UI struct {
+	// Listen is the console's address; empty switches it off. Anything
+	// but loopback needs Token. If the port is taken the proxy still
+	// starts, without the console. Default 127.0.0.1:8081.
+	Listen string `mapstructure:"listen"`
+	// Token, when set, is required for every console request (the URL
+	// printed at start carries it once; the browser then keeps a cookie).
+	// Default empty.
+	Token string `mapstructure:"token"`
+	// History is how many closed connections the console keeps and starts
+	// with, read from the end of the events file. Default 10000.
+	History int `mapstructure:"history"`
+}
+
+// Onboard configures the setup page (http://inspectproxy.setup/ through
+// the proxy, or GET / at its address) and the PAC file at /proxy.pac.
+type Onboard struct {
+	// Enabled serves the setup page. Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// PACDirect lists host patterns (path.Match syntax, e.g. "*.apple.com")
+	// the PAC file sends DIRECT instead of through the proxy. Default empty.
+	PACDirect []string `mapstructure:"pac_direct"`
+	// Addresses are the host:port phones are told to use, when the
+	// machine's own LAN addresses are not what they reach (NAT, a VM).
+	// Default empty: the listener's address, or every LAN address for
+	// 0.0.0.0.
+	Addresses []string `mapstructure:"addresses"`
+}
+
 // Default returns the defaults.
 func Default() Config {
 	home, err := os.UserHomeDir()
@@ -164,9 +198,11 @@ func Default() Config {
 			InspectBuffer:    256 << 10,
 			ShutdownGrace:    10 * time.Second,
 		},
-		TLS:  TLS{Probe: true, ProbeTimeout: 5 * time.Second, ProbeTTL: 10 * time.Minute},
-		ATS:  ATS{MinTLSVersion: "TLSv1.2", RequireForwardSecrecy: true},
-		MITM: MITM{DataDir: home + "/.inspectproxy"},
+		TLS:     TLS{Probe: true, ProbeTimeout: 5 * time.Second, ProbeTTL: 10 * time.Minute},
+		ATS:     ATS{MinTLSVersion: "TLSv1.2", RequireForwardSecrecy: true},
+		MITM:    MITM{DataDir: home + "/.inspectproxy"},
+		UI:      UI{Listen: "127.0.0.1:8081", History: 10000},
+		Onboard: Onboard{Enabled: true},
 	}
 }
 
@@ -210,6 +246,26 @@ func (c *Config) Validate() error {
 	for _, p := range c.MITM.Hosts {
 		if _, err := path.Match(p, ""); err != nil {
 			errs = append(errs, fmt.Errorf("config: mitm.hosts pattern %q: %w", p, err))
+		}
+	}
+	if c.UI.Listen != "" {
+		if h, _, err := net.SplitHostPort(c.UI.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("config: ui.listen %q: %w", c.UI.Listen, err))
+		} else if !isLoopback(h) && c.UI.Token == "" {
+			errs = append(errs, fmt.Errorf("config: ui.listen %q is not loopback: set ui.token too (the console shows every connection), or listen on 127.0.0.1", c.UI.Listen))
+		}
+	}
+	if c.UI.History <= 0 {
+		errs = append(errs, fmt.Errorf("config: ui.history must be positive, got %d", c.UI.History))
+	}
+	for _, p := range c.Onboard.PACDirect {
+		if _, err := path.Match(p, ""); err != nil {
+			errs = append(errs, fmt.Errorf("config: onboard.pac_direct pattern %q: %w", p, err))
+		}
+	}
+	for _, a := range c.Onboard.Addresses {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("config: onboard.addresses %q: %w", a, err))
 		}
 	}
 	l := c.Limits

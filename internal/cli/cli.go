@@ -68,9 +68,12 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
+	f.String("ui", "", `live web console address (default 127.0.0.1:8081; "" switches it off)`)
+	f.StringSlice("pac-direct", nil, "host patterns the PAC file sends DIRECT, e.g. '*.apple.com'")
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events", "log-format": "log.format", "log-level": "log.level",
 		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen",
+		"ui": "ui.listen", "pac-direct": "onboard.pac_direct",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
 	}
@@ -117,7 +120,12 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	w := event.NewWriter(out)
 	opts := proxy.Options{Log: log, Sink: w}
-	if err := addOptional(ctx, cfg, log, &opts); err != nil {
+	caCert, err := addOptional(ctx, cfg, log, &opts)
+	if err != nil {
+		return err
+	}
+	u, err := startUI(ctx, cfg, log, caCert, &opts)
+	if err != nil {
 		return err
 	}
 	srv, err := proxy.New(cfg, opts)
@@ -125,6 +133,7 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 		return err
 	}
 	runErr := srv.Run(ctx, func(a net.Addr) {
+		u.announce(log, a)
 		if ready != nil {
 			ready(a)
 		}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 
@@ -83,30 +84,33 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// addOptional wires the ATS checker, MITM and metrics when configured.
-func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) error {
+// addOptional wires the ATS checker, MITM and metrics when configured. It
+// returns the MITM CA's certificate, nil when MITM is off.
+func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) (*x509.Certificate, error) {
 	checker, err := atsChecker(cfg.ATS)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	o.Checker = checker
+	var caCert *x509.Certificate
 	if cfg.MITM.Enabled || len(cfg.MITM.Hosts) > 0 {
 		c, err := ca.Load(cfg.MITM.DataDir)
 		if err != nil {
-			return fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
+			return nil, fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
 		}
 		iss, err := ca.NewIssuer(c, ca.IssuerOptions{})
 		if err != nil {
-			return fmt.Errorf("mitm: %w", err)
+			return nil, fmt.Errorf("mitm: %w", err)
 		}
 		o.MITM = iss
+		caCert = c.Certificate()
 		log.Info("MITM on", zap.Bool("all_hosts", cfg.MITM.Enabled), zap.Strings("hosts", cfg.MITM.Hosts), zap.String("ca", c.Fingerprint()))
 	}
 	if cfg.Admin.Listen != "" {
 		m := metrics.New()
 		ln, err := metrics.Listen(cfg.Admin.Listen, false)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		o.Observer = m
 		o.Self = append(o.Self, ln.Addr().String())
@@ -117,5 +121,5 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 		}()
 		log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
 	}
-	return nil
+	return caCert, nil
 }
