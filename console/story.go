@@ -124,19 +124,23 @@ func Story(ev *event.Event) []Step {
 // client for a tunnel, the proxy for a connection it made itself).
 func (s *story) tcp(t *event.TCP, from, target, upErr string) {
 	host := hostOf(target)
+	// When the dial began: the first attempt, or the connect's start; for
+	// a connect that never came up, the lookup is taken to start at once.
 	dial := t.ConnectAt
-	if t.ConnectMS != nil {
-		dial -= *t.ConnectMS
-	}
-	if len(t.Attempts) > 0 {
+	switch {
+	case len(t.Attempts) > 0:
 		dial = t.Attempts[0].StartMS
+	case t.ConnectMS != nil:
+		dial -= *t.ConnectMS
+	case t.DNSMS != nil:
+		dial = *t.DNSMS
 	}
 	if t.DNSMS != nil {
 		addr := ""
 		if t.RemoteAddr != "" {
 			addr = " → " + hostOf(t.RemoteAddr)
 		}
-		s.span(dial-*t.DNSMS, dial, laneProxy, "dns", "DNS "+host, fmt.Sprintf("%s%s in %s", host, addr, ms(*t.DNSMS)))
+		s.span(max(0, dial-*t.DNSMS), dial, laneProxy, "dns", "DNS "+host, fmt.Sprintf("%s%s in %s", host, addr, ms(*t.DNSMS)))
 	}
 	if len(t.Attempts) > 0 {
 		for _, a := range t.Attempts {
@@ -185,6 +189,9 @@ func (s *story) tcp(t *event.TCP, from, target, upErr string) {
 	if t.RST != "" {
 		at := t.DurationMS
 		rfrom, rto := laneServer, from
+		if t.ConnectMS == nil { // the connect itself was refused
+			rto = laneProxy
+		}
 		switch t.RST {
 		case event.SideClient:
 			rfrom, rto = laneClient, laneServer
