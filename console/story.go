@@ -105,9 +105,11 @@ func Story(ev *event.Event) []Step {
 		s.add(0, laneProxy, laneClient, "note", "refused", ev.Error).Bad = true
 	}
 	if !ev.End.IsZero() {
+		// The close is the last step by definition: a duration measured on
+		// another clock than the FINs must not put it before them.
 		end := ev.End.Sub(ev.Start).Seconds() * 1000
-		if ev.TCP != nil && ev.TCP.DurationMS > 0 {
-			end = ev.TCP.DurationMS
+		for _, st := range s.steps {
+			end = max(end, st.At, deref(st.End))
 		}
 		detail := "both sides closed"
 		if ev.TCP != nil && ev.TCP.Timeout != "" {
