@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -351,5 +352,35 @@ func TestReadHistory(t *testing.T) {
 	}
 	if evs, err := ReadHistory(filepath.Join(t.TempDir(), "none"), 10); err != nil || evs != nil {
 		t.Errorf("missing file: %v %v", evs, err)
+	}
+}
+
+// BenchmarkStreamPerConnection is the console's CPU per connection with
+// one subscriber: nine phase snapshots published (the proxy's side) and
+// the connection's row encoded once per flush (the hub's side), flushing
+// every 100 connections as at 1,000 connections/s.
+func BenchmarkStreamPerConnection(b *testing.B) {
+	hub := live.NewHub(live.Options{Encode: Encode, Buffer: 1 << 20})
+	sub, _ := hub.Subscribe()
+	defer sub.Close()
+	go func() {
+		for range sub.C {
+		}
+	}()
+	tmpl := *find(b, sample(b), "c0020")
+	phases := []live.Phase{live.Accepted, live.DNS, live.Connected, live.ClientHello, live.ServerHello, live.HandshakeDone, live.HTTP, live.FirstFIN, live.Closed}
+	i := 0
+	for b.Loop() {
+		ev := tmpl
+		ev.ID = strconv.Itoa(i)
+		for _, p := range phases {
+			snap := ev // the proxy's snapshot: a copy of the event
+			hub.Publish(p, &snap)
+		}
+		if i++; i%100 == 0 {
+			if err := hub.Flush(); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 }

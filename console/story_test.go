@@ -7,7 +7,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/event"
 )
 
-func find(t *testing.T, evs []*event.Event, id string) *event.Event {
+func find(t testing.TB, evs []*event.Event, id string) *event.Event {
 	t.Helper()
 	for _, ev := range evs {
 		if ev.ID == id {

@@ -309,15 +309,15 @@ func (h *Hub) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if err := h.flush(); err != nil {
+		if err := h.Flush(); err != nil {
 			return err
 		}
 	}
 }
 
-// flush encodes what changed since the last flush, once, and offers it to
-// every subscriber that is keeping up.
-func (h *Hub) flush() error {
+// Flush encodes what changed since the last flush, once, and offers it to
+// every subscriber that is keeping up. Run calls it every Interval.
+func (h *Hub) Flush() error {
 	h.mu.Lock()
 	if len(h.pending) == 0 || len(h.members) == 0 {
 		h.mu.Unlock()

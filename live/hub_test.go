@@ -76,7 +76,7 @@ func TestCoalescesPerConnection(t *testing.T) {
 	}
 	h.Publish(Accepted, ev("b"))
 	h.Publish(Closed, ev("b"))
-	if err := h.flush(); err != nil {
+	if err := h.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	got := decode(t, <-sub.C)
@@ -89,7 +89,7 @@ func TestCoalescesPerConnection(t *testing.T) {
 	if c, ok := h.Find("b"); !ok || c.Phase != Closed {
 		t.Errorf("Find(b) = %v %v", c, ok)
 	}
-	if err := h.flush(); err != nil || len(sub.C) != 0 {
+	if err := h.Flush(); err != nil || len(sub.C) != 0 {
 		t.Errorf("an empty flush sent a batch")
 	}
 }
@@ -104,7 +104,7 @@ func TestSlowSubscriberResyncs(t *testing.T) {
 	defer fast.Close()
 	for i := range 10 {
 		h.Publish(Accepted, ev(fmt.Sprint(i)))
-		if err := h.flush(); err != nil {
+		if err := h.Flush(); err != nil {
 			t.Fatal(err)
 		}
 		for len(fast.C) > 0 {
@@ -125,7 +125,7 @@ func TestSlowSubscriberResyncs(t *testing.T) {
 		t.Fatalf("after resync: lost %v, %d open, want 10", slow.Lost(), len(st.Open))
 	}
 	h.Publish(Closed, ev("3"))
-	if err := h.flush(); err != nil {
+	if err := h.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if got := decode(t, <-slow.C); got["3"] != "closed" {

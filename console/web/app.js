@@ -549,7 +549,7 @@ function yAt(steps, ys, t) {
 }
 
 function diagram(story, ev, open) {
-  const W = 720;
+  const W = 740;
   const X = { client: 150, proxy: 380, server: 610 };
   const arrows = story.filter((st) => !st.end);
   const spans = story.filter((st) => st.end !== undefined && st.end !== null);
@@ -627,6 +627,22 @@ function diagram(story, ev, open) {
     }
     svg.append(g);
   });
+  // brackets on the right: the layers, one above the other in time
+  const NAMES = { tcp: "TCP", tls: "TLS", http: "HTTP", data: "data" };
+  let runStart = 0;
+  for (let i = 1; i <= arrows.length; i++) {
+    const l = arrows[runStart].layer;
+    if (i < arrows.length && (arrows[i].layer === l || arrows[i].layer === "note" || arrows[i].layer === "dns")) continue;
+    let last = i - 1;
+    while (last > runStart && arrows[last].layer !== l) last--;
+    if (NAMES[l] && last > runStart) {
+      const y1 = ys[runStart] - 8, y2 = ys[last] + 8, x = W - 22;
+      const col = LAYER_COLOR[l];
+      svg.append(s("path", { d: `M${x - 5},${y1} h5 V${y2} h-5`, stroke: col, fill: "none", "stroke-width": 1.5, class: "bracket" }));
+      svg.append(s("text", { x: x + 10, y: (y1 + y2) / 2, transform: `rotate(90 ${x + 10} ${(y1 + y2) / 2})`, "text-anchor": "middle", class: "phase", fill: col }, NAMES[l]));
+    }
+    runStart = i;
+  }
   if (open) {
     const y = height - 10;
     svg.append(s("line", { x1: X.client - 40, y1: y, x2: X.server + 40, y2: y, stroke: "var(--ok)", "stroke-dasharray": "3 4" }));
