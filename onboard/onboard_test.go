@@ -88,8 +88,8 @@ print(json.dumps(out))
 	}
 	var p struct {
 		PayloadType, PayloadIdentifier, PayloadUUID, PayloadDisplayName string
-		PayloadVersion                                                   int
-		Root                                                             struct {
+		PayloadVersion                                                  int
+		Root                                                            struct {
 			PayloadType, PayloadIdentifier, PayloadUUID, PayloadCertificateFileName string
 			PayloadVersion                                                          int
 		} `json:"root"`
