@@ -549,7 +549,7 @@ function yAt(steps, ys, t) {
 }
 
 function diagram(story, ev, open) {
-  const W = 740;
+  const W = 760;
   const X = { client: 150, proxy: 380, server: 610 };
   const arrows = story.filter((st) => !st.end);
   const spans = story.filter((st) => st.end !== undefined && st.end !== null);
