@@ -97,6 +97,30 @@ type Limits struct {
 	// ShutdownGrace is how long open connections get to finish on SIGINT or
 	// SIGTERM before they are closed and their events written. Default 10s.
 	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
+	// HandshakeTimeout bounds each TLS handshake the proxy makes itself
+	// (both legs of a decrypted connection). Default 10s.
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
+	// MaxUpstreamsOpen caps the upstream connections one client connection
+	// holds open at once (plain HTTP to many hosts, or MITM); idle ones are
+	// closed first, then requests get 503. Default 32.
+	MaxUpstreamsOpen int `mapstructure:"max_upstreams_open"`
+	// MaxUpstreamsPerClient caps the upstream connections one client
+	// connection opens over its life; past it, requests get 503 and the
+	// connection is closed. Default 256.
+	MaxUpstreamsPerClient int `mapstructure:"max_upstreams_per_client_life"`
+	// MaxRecordedRequests is how many requests of one client connection
+	// the event describes; the rest are served and counted (cut.http).
+	// Default 1000.
+	MaxRecordedRequests int `mapstructure:"max_recorded_requests"`
+	// MaxURLBytes is how much of each request's URL the event keeps; the
+	// full length is recorded beside it (http[].url_length). Default 2KiB.
+	MaxURLBytes int `mapstructure:"max_url_bytes"`
+	// MaxHeaderBytesRecorded is how many bytes of each request's and
+	// response's headers the event keeps. Default 16KiB.
+	MaxHeaderBytesRecorded int `mapstructure:"max_header_bytes_recorded"`
+	// MaxEventBytes bounds one event's size: past it, requests are only
+	// counted and the event says truncated. Default 1MiB.
+	MaxEventBytes int `mapstructure:"max_event_bytes"`
 }
 
 // TLS configures certificate work.
@@ -139,6 +163,22 @@ type MITM struct {
 	// InsecureUpstream skips verifying upstream certificates in MITM mode.
 	// Default false.
 	InsecureUpstream bool `mapstructure:"insecure_upstream"`
+	// AutoPassthrough sends a host through undecrypted for
+	// AutoPassthroughTTL once a client rejected the proxy's certificate for
+	// it (certificate pinning, or a CA the client does not trust); each such
+	// event says why in mitm_skipped. Default false.
+	AutoPassthrough bool `mapstructure:"auto_passthrough"`
+	// AutoPassthroughTTL is how long AutoPassthrough remembers a host.
+	// Default 10m.
+	AutoPassthroughTTL time.Duration `mapstructure:"auto_passthrough_ttl"`
+	// RecordSecrets keeps Cookie, Set-Cookie, Authorization and
+	// Proxy-Authorization values in http[] headers; otherwise they read
+	// "[redacted]". Default false.
+	RecordSecrets bool `mapstructure:"record_secrets"`
+	// Keylog appends the TLS secrets of both legs of every decrypted
+	// connection to this file in NSS key log format (for Wireshark); the
+	// SSLKEYLOGFILE environment variable sets it too. Default empty (off).
+	Keylog string `mapstructure:"keylog"`
 }
 
 // Admin configures the metrics listener.
@@ -197,10 +237,18 @@ func Default() Config {
 			HalfCloseTimeout: 60 * time.Second,
 			InspectBuffer:    256 << 10,
 			ShutdownGrace:    10 * time.Second,
+
+			HandshakeTimeout:       10 * time.Second,
+			MaxUpstreamsOpen:       32,
+			MaxUpstreamsPerClient:  256,
+			MaxRecordedRequests:    1000,
+			MaxURLBytes:            2 << 10,
+			MaxHeaderBytesRecorded: 16 << 10,
+			MaxEventBytes:          1 << 20,
 		},
 		TLS:     TLS{Probe: true, ProbeTimeout: 5 * time.Second, ProbeTTL: 10 * time.Minute},
 		ATS:     ATS{MinTLSVersion: "TLSv1.2", RequireForwardSecrecy: true},
-		MITM:    MITM{DataDir: home + "/.inspectproxy"},
+		MITM:    MITM{DataDir: home + "/.inspectproxy", AutoPassthroughTTL: 10 * time.Minute},
 		UI:      UI{Listen: "127.0.0.1:8081", History: 10000},
 		Onboard: Onboard{Enabled: true},
 	}
@@ -243,6 +291,9 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("config: ats.min_tls_version %q: want TLSv1.0, TLSv1.1, TLSv1.2 or TLSv1.3", c.ATS.MinTLSVersion))
 	}
+	if c.MITM.AutoPassthrough && c.MITM.AutoPassthroughTTL <= 0 {
+		errs = append(errs, fmt.Errorf("config: mitm.auto_passthrough_ttl must be positive, got %s", c.MITM.AutoPassthroughTTL))
+	}
 	for _, p := range c.MITM.Hosts {
 		if _, err := path.Match(p, ""); err != nil {
 			errs = append(errs, fmt.Errorf("config: mitm.hosts pattern %q: %w", p, err))
@@ -275,6 +326,10 @@ func (c *Config) Validate() error {
 		"dial_timeout": int64(l.DialTimeout), "hello_timeout": int64(l.HelloTimeout),
 		"idle_timeout": int64(l.IdleTimeout), "half_close_timeout": int64(l.HalfCloseTimeout),
 		"shutdown_grace": int64(l.ShutdownGrace), "tls.probe_timeout": int64(c.TLS.ProbeTimeout),
+		"handshake_timeout": int64(l.HandshakeTimeout), "max_upstreams_open": int64(l.MaxUpstreamsOpen),
+		"max_upstreams_per_client_life": int64(l.MaxUpstreamsPerClient), "max_recorded_requests": int64(l.MaxRecordedRequests),
+		"max_url_bytes": int64(l.MaxURLBytes), "max_header_bytes_recorded": int64(l.MaxHeaderBytesRecorded),
+		"max_event_bytes": int64(l.MaxEventBytes),
 	} {
 		if v <= 0 {
 			errs = append(errs, fmt.Errorf("config: limits.%s must be positive, got %d", name, v))

@@ -25,7 +25,10 @@ import (
 	"github.com/inspectproxy/inspectproxy/live"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The proxy's process-wide reset watcher outlives the tests by design.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/inspectproxy/inspectproxy/internal/rstwatch.(*Watcher).loop"))
+}
 
 // sample are the report package's sample events: tunnels, http, mitm,
 // resets, a refused connect, ATS verdicts.
@@ -356,7 +359,7 @@ func TestReadHistory(t *testing.T) {
 }
 
 // BenchmarkStreamPerConnection is the console's CPU per connection with
-// one subscriber: nine phase snapshots published (the proxy's side) and
+// one subscriber: eight phase snapshots published (the proxy's side) and
 // the connection's row encoded once per flush (the hub's side), flushing
 // every 100 connections as at 1,000 connections/s.
 func BenchmarkStreamPerConnection(b *testing.B) {
@@ -368,7 +371,7 @@ func BenchmarkStreamPerConnection(b *testing.B) {
 		}
 	}()
 	tmpl := *find(b, sample(b), "c0020")
-	phases := []live.Phase{live.Accepted, live.DNS, live.Connected, live.ClientHello, live.ServerHello, live.HandshakeDone, live.HTTP, live.FirstFIN, live.Closed}
+	phases := []live.Phase{live.Accepted, live.Connected, live.ClientHello, live.ServerHello, live.HandshakeDone, live.HTTP, live.FirstFIN, live.Closed}
 	i := 0
 	for b.Loop() {
 		ev := tmpl

@@ -175,6 +175,12 @@ func (s *story) tcp(t *event.TCP, from, target, upErr string) {
 	if t.FirstFIN == event.SideServer {
 		fins[0], fins[1] = fins[1], fins[0]
 	}
+	// first_fin may come from the kernel (a FIN that arrived before the
+	// proxy read it): then the first FIN is drawn no later than the other.
+	if fins[0].at != nil && fins[1].at != nil && *fins[1].at < *fins[0].at {
+		at := *fins[1].at
+		fins[0].at = &at
+	}
 	for i, f := range fins {
 		if f.at == nil {
 			continue

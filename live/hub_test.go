@@ -71,7 +71,7 @@ func TestCoalescesPerConnection(t *testing.T) {
 	h := NewHub(Options{Encode: ids, Interval: time.Hour})
 	sub, _ := h.Subscribe()
 	defer sub.Close()
-	for _, p := range []Phase{Accepted, DNS, Connected, ClientHello} {
+	for _, p := range []Phase{Accepted, Connected, ClientHello} {
 		h.Publish(p, ev("a"))
 	}
 	h.Publish(Accepted, ev("b"))

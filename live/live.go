@@ -12,12 +12,12 @@ import "github.com/inspectproxy/inspectproxy/event"
 // Phase is the step of a connection that a snapshot follows.
 type Phase string
 
-// Phases, in the order they happen on the wire. HTTP is published once per
-// exchange (request done or response started, whichever the publisher
-// sees), FirstFIN at the first half-close.
+// Phases, in the order they happen on the wire (the proxy's Phase*
+// constants). Connected follows DNS and the TCP connect (or their
+// failure); HTTP is published per exchange, FirstFIN at the first
+// half-close.
 const (
 	Accepted      Phase = "accepted"
-	DNS           Phase = "dns"
 	Connected     Phase = "connected"
 	ClientHello   Phase = "client_hello"
 	ServerHello   Phase = "server_hello"
@@ -37,3 +37,24 @@ type Publisher interface {
 	Active() bool
 	Publish(phase Phase, ev *event.Event)
 }
+
+// Proxy adapts a Hub to the proxy's two hooks: its Live (open phases,
+// built only while Active) and one of its Observers (closed events, which
+// the proxy gives observers whether or not anyone watches, so the history
+// a console starts with has no gaps). Register the same value as both;
+// the closed phase given to Live is left to ConnClosed so that it is not
+// counted twice.
+type Proxy struct{ *Hub }
+
+// Publish takes an open phase from the proxy.
+func (p Proxy) Publish(phase string, ev *event.Event) {
+	if Phase(phase) != Closed {
+		p.Hub.Publish(Phase(phase), ev)
+	}
+}
+
+// ConnOpened is a no-op: the Accepted phase says it with the snapshot.
+func (Proxy) ConnOpened(string) {}
+
+// ConnClosed takes the finished event.
+func (p Proxy) ConnClosed(ev *event.Event) { p.Hub.Publish(Closed, ev) }

@@ -6,12 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,11 +62,44 @@ func TestSetupPageQR(t *testing.T) {
 	}
 }
 
-// counter counts the proxy's client connections that started a request.
-type counter struct{ n atomic.Int32 }
+// urls records the request URLs of the proxy's finished events.
+type urls struct {
+	mu   sync.Mutex
+	seen []string
+}
 
-func (c *counter) ConnOpened(string)       { c.n.Add(1) }
-func (c *counter) ConnClosed(*event.Event) {}
+func (u *urls) ConnOpened(string) {}
+
+func (u *urls) ConnClosed(ev *event.Event) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, h := range ev.HTTP {
+		u.seen = append(u.seen, h.URL)
+	}
+}
+
+func (u *urls) list() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return strings.Join(u.seen, " ")
+}
+
+// notLoopback is every address but 127.0.0.0/8 and ::1: the complement
+// of each, one prefix per bit.
+var notLoopback = append(complement(netip.MustParsePrefix("127.0.0.0/8")), complement(netip.MustParsePrefix("::1/128"))...)
+
+func complement(p netip.Prefix) []string {
+	var out []string
+	a := p.Addr().AsSlice()
+	for i := range p.Bits() {
+		b := append([]byte(nil), a...)
+		b[i/8] ^= 0x80 >> (i % 8)
+		addr, _ := netip.AddrFromSlice(b)
+		q, _ := addr.Prefix(i + 1)
+		out = append(out, q.String())
+	}
+	return out
+}
 
 // TestPACInChromium has Chromium's PAC engine evaluate the file: a URL goes
 // through the real proxy, a host matching a direct glob does not.
@@ -82,10 +115,13 @@ func TestPACInChromium(t *testing.T) {
 	defer web.Close()
 	_, port, _ := net.SplitHostPort(web.Listener.Addr().String())
 
-	opened := &counter{}
+	proxied := &urls{}
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
-	srv, err := proxy.New(cfg, proxy.Options{Log: zap.NewNop(), Sink: event.NewWriter(io.Discard), Observer: opened})
+	// Chromium's own background requests follow the PAC file too: the
+	// proxy connects nowhere but loopback.
+	cfg.Access.DenyDestinations = notLoopback
+	srv, err := proxy.New(cfg, proxy.Options{Log: zap.NewNop(), Sink: event.NewWriter(io.Discard), Observers: []proxy.Observer{proxied}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,30 +136,36 @@ func TestPACInChromium(t *testing.T) {
 
 	pac := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", onboard.TypePAC)
-		w.Write(onboard.PAC([]string{ln.Addr().String()}, []string{"*.test"}))
+		w.Write(onboard.PAC([]string{ln.Addr().String()}, []string{"*.direct.test"}))
 	}))
 	defer pac.Close()
 
+	// Chromium never asks the PAC file about loopback URLs, so both URLs
+	// use names under .test that only Chromium resolves (to the test
+	// server): one the PAC file sends DIRECT, which reaches the server;
+	// one it sends through the proxy, which cannot resolve it and answers
+	// 502, and whose event shows that the request came to it.
 	b := chromium.New(t, map[string]any{
-		"proxy-pac-url": pac.URL + "/proxy.pac",
-		// Chromium sends loopback directly unless told otherwise.
-		"proxy-bypass-list": "<-loopback>",
-		// Only Chromium can resolve direct.test: through the proxy it
-		// would fail, so reaching the server proves it went DIRECT.
-		"host-resolver-rules": "MAP direct.test 127.0.0.1",
+		"proxy-pac-url":       pac.URL + "/proxy.pac",
+		"host-resolver-rules": "MAP www.direct.test 127.0.0.1, MAP via.proxied.test 127.0.0.1",
 	})
-	b.Do(20*time.Second, chromedp.Navigate("http://127.0.0.1:"+port+"/via"), chromedp.WaitVisible(chromedp.CSS("#ok")))
-	if opened.n.Load() == 0 {
-		t.Error("the PAC file did not send the request through the proxy")
-	}
-	before := opened.n.Load()
-	b.Do(20*time.Second, chromedp.Navigate("http://direct.test:"+port+"/direct"), chromedp.WaitVisible(chromedp.CSS("#ok")))
+	b.Do(20*time.Second, chromedp.Navigate("http://via.proxied.test:"+port+"/via"))
+	b.Do(20*time.Second, chromedp.Navigate("http://www.direct.test:"+port+"/direct"), chromedp.WaitVisible(chromedp.CSS("#ok")))
 	mu.Lock()
-	defer mu.Unlock()
-	if !seen["/via"] || !seen["/direct"] {
-		t.Errorf("the server saw %v", seen)
+	if seen["/via"] || !seen["/direct"] {
+		t.Errorf("the server saw %v; want /direct only", seen)
 	}
-	if opened.n.Load() != before {
-		t.Error("a host matching pac_direct went through the proxy")
+	mu.Unlock()
+	// Closing the browser closes its connections to the proxy, whose
+	// events then say which requests it carried.
+	if err := chromedp.Cancel(b.Ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(proxied.list(), "/via") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := proxied.list(); !strings.Contains(got, "http://via.proxied.test:"+port+"/via") || strings.Contains(got, "/direct") {
+		t.Errorf("requests through the proxy: %s; want /via and not /direct", got)
 	}
 }

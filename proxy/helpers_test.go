@@ -24,7 +24,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// The reset watcher is one goroutine for the whole process, by design.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/inspectproxy/inspectproxy/internal/rstwatch.(*Watcher).loop"))
 }
 
 // sink collects events; it is the real Sink interface over a channel.

@@ -12,8 +12,15 @@ type SockInfo struct {
 	Closed    bool
 	PeerFIN   bool
 	SinceRecv time.Duration
+	Unacked   uint32
+	RTT       time.Duration
+	BytesSent uint64
+	NotSent   uint32
 }
 
 // Info is only implemented on Linux; elsewhere ok is false and callers
 // fall back to what the copy loops saw.
 func Info(c *net.TCPConn) (SockInfo, bool) { return SockInfo{}, false }
+
+// SocketError is only implemented on Linux.
+func SocketError(c *net.TCPConn) error { return nil }

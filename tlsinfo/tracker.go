@@ -216,6 +216,20 @@ func (t *Tracker) EOF(dir Direction, _ time.Duration) {
 	t.finished[dir].Store(true)
 }
 
+// Reset records that a direction ended with a reset.
+func (t *Tracker) Reset(dir Direction, at time.Duration) { t.EOF(dir, at) }
+
+// Stop ends inspection of both directions: the caller stopped waiting (a
+// client that sent nothing within the hello timeout).
+func (t *Tracker) Stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopAll()
+}
+
+// Done reports whether dir needs no more bytes.
+func (t *Tracker) Done(dir Direction) bool { return t.finished[dir].Load() }
+
 // Info returns a snapshot of what has been seen so far.
 func (t *Tracker) Info() Info {
 	t.mu.Lock()
@@ -281,7 +295,7 @@ func describeNotTLS(b []byte, why string) string {
 	case len(b) >= 5 && b[0]&0x80 != 0 && b[2] == 1:
 		// SSLv2 record: 2-byte length with the high bit set, then
 		// msg_type 1 (client-hello) and the version the client wants.
-		return fmt.Sprintf("first bytes % x are an SSLv2 event.ClientHello (version 0x%02x%02x), not a TLS record",
+		return fmt.Sprintf("first bytes % x are an SSLv2 ClientHello (version 0x%02x%02x), not a TLS record",
 			b[:5], b[3], b[4])
 	case looksLikeHTTP(b):
 		return fmt.Sprintf("first bytes %q look like HTTP, not a TLS record", text)

@@ -34,10 +34,12 @@ function applyRows(msg) {
     for (const r of msg.rows) rows.set(r.id, r);
     order = Array.from(rows.values()).sort(cmpRow).map((r) => r.id);
   } else {
+    const now = Date.now();
     for (const r of msg.rows) {
-      const known = rows.has(r.id);
+      const old = rows.get(r.id);
+      r.seen = old ? old.seen : now; // when this console first showed it
       rows.set(r.id, r);
-      if (!known) insertOrdered(r);
+      if (!old) insertOrdered(r);
     }
   }
   trim();
@@ -142,10 +144,11 @@ const PHASES = {
 
 function closeText(r) {
   if (r.open) return ["open · " + (PHASES[r.ph] || r.ph), "close-open"];
-  if (r.rst) return ["RST by " + r.rst, "close-rst"];
-  if (r.to) return [r.to + " timeout", "close-rst"];
-  if (r.fin) return [r.fin + " FIN first", ""];
-  return ["", ""];
+  const parts = [];
+  if (r.fin) parts.push(r.fin + " FIN first");
+  if (r.rst) parts.push("RST by " + r.rst);
+  if (r.to) parts.push(r.to + " timeout");
+  return [parts.join(" · "), r.rst || r.to ? "close-rst" : ""];
 }
 
 function fill(el, r) {

@@ -68,11 +68,12 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
+	f.String("keylog", "", "with MITM: append both legs' TLS secrets to this file (NSS key log, for Wireshark; default $SSLKEYLOGFILE)")
 	f.String("ui", "", `live web console address (default 127.0.0.1:8081; "" switches it off)`)
 	f.StringSlice("pac-direct", nil, "host patterns the PAC file sends DIRECT, e.g. '*.apple.com'")
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events", "log-format": "log.format", "log-level": "log.level",
-		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen",
+		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
 		"ui": "ui.listen", "pac-direct": "onboard.pac_direct",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
@@ -120,7 +121,8 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	w := event.NewWriter(out)
 	opts := proxy.Options{Log: log, Sink: w}
-	caCert, err := addOptional(ctx, cfg, log, &opts)
+	caCert, closeOptional, err := addOptional(ctx, cfg, log, &opts)
+	defer func() { _ = closeOptional() }()
 	if err != nil {
 		return err
 	}

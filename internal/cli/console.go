@@ -13,7 +13,6 @@ import (
 	"github.com/inspectproxy/inspectproxy/ats"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/console"
-	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/live"
 	"github.com/inspectproxy/inspectproxy/onboard"
 	"github.com/inspectproxy/inspectproxy/proxy"
@@ -37,7 +36,8 @@ func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x5
 		log.Warn("console: no history", zap.Error(err))
 	}
 	u.hub.Preload(hist)
-	o.Observer = observers(o.Observer, closedPublisher{u.hub})
+	o.Live = live.Proxy{Hub: u.hub}
+	o.Observers = append(o.Observers, live.Proxy{Hub: u.hub})
 
 	u.lan = cfg.Onboard.Addresses
 	if len(u.lan) == 0 {
@@ -129,40 +129,5 @@ func prefixAllow(list []string) func(netip.Addr) bool {
 			}
 		}
 		return false
-	}
-}
-
-// closedPublisher publishes each closed connection to the hub, until the
-// proxy publishes every phase itself (live.Publisher).
-type closedPublisher struct{ hub *live.Hub }
-
-func (closedPublisher) ConnOpened(string)            {}
-func (p closedPublisher) ConnClosed(ev *event.Event) { p.hub.Publish(live.Closed, ev) }
-
-// multiObserver tells several observers in turn.
-type multiObserver []proxy.Observer
-
-func observers(os ...proxy.Observer) proxy.Observer {
-	var m multiObserver
-	for _, o := range os {
-		if o != nil {
-			m = append(m, o)
-		}
-	}
-	if len(m) == 1 {
-		return m[0]
-	}
-	return m
-}
-
-func (m multiObserver) ConnOpened(kind string) {
-	for _, o := range m {
-		o.ConnOpened(kind)
-	}
-}
-
-func (m multiObserver) ConnClosed(ev *event.Event) {
-	for _, o := range m {
-		o.ConnClosed(ev)
 	}
 }

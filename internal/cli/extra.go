@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -19,6 +20,15 @@ import (
 // extraCommands are the report, ats and ca commands.
 func extraCommands(stdout, stderr io.Writer) []*cobra.Command {
 	return []*cobra.Command{newCA(stdout, stderr), newATS(stdout), newReport(stdout, stderr)}
+}
+
+// keylogPath is mitm.keylog (--keylog), else $SSLKEYLOGFILE, as browsers
+// and curl read it.
+func keylogPath(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	return os.Getenv("SSLKEYLOGFILE")
 }
 
 // dataDir resolves the CA directory the way serve does: flag, then
@@ -85,22 +95,31 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 }
 
 // addOptional wires the ATS checker, MITM and metrics when configured. It
-// returns the MITM CA's certificate, nil when MITM is off.
-func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) (*x509.Certificate, error) {
+// returns the MITM CA's certificate (nil when MITM is off) and closeAll,
+// which closes what it opened.
+func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) (caCert *x509.Certificate, closeAll func() error, err error) {
+	closeAll = func() error { return nil }
 	checker, err := atsChecker(cfg.ATS)
 	if err != nil {
-		return nil, err
+		return nil, closeAll, err
 	}
 	o.Checker = checker
-	var caCert *x509.Certificate
 	if cfg.MITM.Enabled || len(cfg.MITM.Hosts) > 0 {
 		c, err := ca.Load(cfg.MITM.DataDir)
 		if err != nil {
-			return nil, fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
+			return nil, closeAll, fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
 		}
 		iss, err := ca.NewIssuer(c, ca.IssuerOptions{})
 		if err != nil {
-			return nil, fmt.Errorf("mitm: %w", err)
+			return nil, closeAll, fmt.Errorf("mitm: %w", err)
+		}
+		if path := keylogPath(cfg.MITM.Keylog); path != "" {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+			if err != nil {
+				return nil, closeAll, fmt.Errorf("mitm.keylog: %w", err)
+			}
+			o.KeyLog, closeAll = f, f.Close
+			log.Warn("TLS secrets of decrypted connections are written to the key log: whoever reads it can decrypt them", zap.String("keylog", path))
 		}
 		o.MITM = iss
 		caCert = c.Certificate()
@@ -110,9 +129,9 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 		m := metrics.New()
 		ln, err := metrics.Listen(cfg.Admin.Listen, false)
 		if err != nil {
-			return nil, err
+			return nil, closeAll, err
 		}
-		o.Observer = m
+		o.Observers = append(o.Observers, m)
 		o.Self = append(o.Self, ln.Addr().String())
 		go func() {
 			if err := m.Serve(ctx, ln, log.Named("admin")); err != nil {
@@ -121,5 +140,5 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 		}()
 		log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
 	}
-	return caCert, nil
+	return caCert, closeAll, nil
 }
