@@ -190,7 +190,7 @@ func TestBrowserLive(t *testing.T) {
 	if ev != nil && ev.TCP != nil {
 		closeWant = ev.TCP.FirstFIN + " FIN first"
 		if ev.TCP.RST != "" {
-			closeWant += " · RST by " + ev.TCP.RST
+			closeWant = ev.TCP.FirstFIN + " FIN · RST by " + ev.TCP.RST
 		}
 	}
 	if ev == nil || ev.ID != id || ev.TCP == nil || ev.TCP.FirstFIN == "" || fin != ev.TCP.FirstFIN || shown != closeWant {

@@ -143,9 +143,9 @@ const PHASES = {
 };
 
 function closeText(r) {
-  if (r.open) return ["open · " + (PHASES[r.ph] || r.ph), "close-open"];
+  if (r.open) return [(PHASES[r.ph] || r.ph) + "…", "close-open"];
   const parts = [];
-  if (r.fin) parts.push(r.fin + " FIN first");
+  if (r.fin) parts.push(r.fin + (r.rst ? " FIN" : " FIN first"));
   if (r.rst) parts.push("RST by " + r.rst);
   if (r.to) parts.push(r.to + " timeout");
   return [parts.join(" · "), r.rst || r.to ? "close-rst" : ""];
