@@ -260,7 +260,7 @@ func (c *Config) Validate() error {
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("config: listen %q: %w", c.Listen, err))
-	} else if !isLoopback(host) && len(c.Access.AllowClients) == 0 && !c.AuthEnabled() {
+	} else if !IsLoopback(host) && len(c.Access.AllowClients) == 0 && !c.AuthEnabled() {
 		errs = append(errs, fmt.Errorf("%w: listen %q is not loopback; set access.allow_clients (e.g. 192.168.1.0/24) and/or access.username and access.password", ErrOpenProxy, c.Listen))
 	}
 	if (c.Access.Username == "") != (c.Access.Password == "") {
@@ -302,7 +302,7 @@ func (c *Config) Validate() error {
 	if c.UI.Listen != "" {
 		if h, _, err := net.SplitHostPort(c.UI.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("config: ui.listen %q: %w", c.UI.Listen, err))
-		} else if !isLoopback(h) && c.UI.Token == "" {
+		} else if !IsLoopback(h) && c.UI.Token == "" {
 			errs = append(errs, fmt.Errorf("config: ui.listen %q is not loopback: set ui.token too (the console shows every connection), or listen on 127.0.0.1", c.UI.Listen))
 		}
 	}
@@ -367,7 +367,9 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
-func isLoopback(host string) bool {
+// IsLoopback reports whether host (a name or an address, no port) is
+// this machine only: localhost or a loopback address.
+func IsLoopback(host string) bool {
 	if host == "localhost" {
 		return true
 	}

@@ -34,6 +34,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/inspectproxy/inspectproxy/ats"
+	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/live"
 )
 
@@ -98,7 +99,7 @@ func Listen(addr, token string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: ui.listen %q: %w", addr, err)
 	}
-	if token == "" && !isLoopback(host) {
+	if token == "" && !config.IsLoopback(host) {
 		return nil, fmt.Errorf("%w: ui.listen %q; set ui.token or listen on 127.0.0.1", ErrNeedsToken, addr)
 	}
 	ln, err := net.Listen("tcp", addr)
@@ -106,14 +107,6 @@ func Listen(addr, token string) (net.Listener, error) {
 		return nil, fmt.Errorf("console: %w", err)
 	}
 	return ln, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
 }
 
 // URL is the console's address for a person to open: with the token when
