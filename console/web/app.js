@@ -28,10 +28,16 @@ function insertOrdered(r) {
   order.splice(i, 0, r.id);
 }
 
+let closedCount = 0; // rows not open, kept up to date for trim and the footer
+
 function applyRows(msg) {
   if (msg.reset) {
     rows.clear();
-    for (const r of msg.rows) rows.set(r.id, r);
+    closedCount = 0;
+    for (const r of msg.rows) {
+      rows.set(r.id, r);
+      if (!r.open) closedCount++;
+    }
     order = Array.from(rows.values()).sort(cmpRow).map((r) => r.id);
   } else {
     const now = Date.now();
@@ -40,6 +46,7 @@ function applyRows(msg) {
       r.seen = old ? old.seen : now; // when this console first showed it
       rows.set(r.id, r);
       if (!old) insertOrdered(r);
+      if (!r.open && (!old || old.open)) closedCount++;
     }
   }
   trim();
@@ -48,12 +55,12 @@ function applyRows(msg) {
   if (selected && msg.rows.some((r) => r.id === selected)) refreshDetail();
 }
 
-// trim keeps at most HISTORY closed rows, dropping the oldest, like the hub.
+// trim keeps about HISTORY closed rows, dropping the oldest, like the hub.
+// It waits for a 5% excess so that its pass over the list is rare.
 function trim() {
-  let closed = 0;
-  for (const id of order) if (!rows.get(id).open) closed++;
-  let excess = closed - HISTORY;
-  if (excess <= 0) return;
+  if (closedCount <= HISTORY + Math.max(50, HISTORY / 20)) return;
+  let excess = closedCount - HISTORY;
+  closedCount -= excess;
   const keep = [];
   for (const id of order) {
     const r = rows.get(id);
@@ -217,8 +224,7 @@ function render() {
 }
 
 function updateCounts() {
-  let open = 0;
-  for (const r of rows.values()) if (r.open) open++;
+  const open = rows.size - closedCount;
   let s = view.length === rows.size ? rows.size + " connections" : view.length + " of " + rows.size + " connections";
   s += " · " + open + " open";
   if (stats.dropped) s += " · console fell behind " + stats.dropped + "× (resynced)";
