@@ -34,7 +34,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/inspectproxy/inspectproxy/ats"
-	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/live"
 )
 
@@ -92,19 +91,17 @@ func New(o Options) (*Server, error) {
 	return &Server{o: o, csrf: hex.EncodeToString(b), page: page}, nil
 }
 
-// Listen opens the console's listener. An address other hosts can reach
-// needs a token (ErrNeedsToken), like the proxy's open-proxy rule.
+// Listen opens the console's listener. Without a token the address bound
+// must be loopback (ErrNeedsToken), like the proxy's open-proxy rule; it is
+// the address bound that is checked, since a name may resolve anywhere.
 func Listen(addr, token string) (net.Listener, error) {
-	host, _, err := net.SplitHostPort(addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("console: ui.listen %q: %w", addr, err)
 	}
-	if token == "" && !config.IsLoopback(host) {
-		return nil, fmt.Errorf("%w: ui.listen %q; set ui.token or listen on 127.0.0.1", ErrNeedsToken, addr)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("console: %w", err)
+	if a, ok := ln.Addr().(*net.TCPAddr); token == "" && (!ok || !a.AddrPort().Addr().Unmap().IsLoopback()) {
+		ln.Close()
+		return nil, fmt.Errorf("%w: ui.listen %q bound %s; set ui.token or listen on 127.0.0.1", ErrNeedsToken, addr, ln.Addr())
 	}
 	return ln, nil
 }

@@ -333,11 +333,11 @@ func TestReadHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := event.NewWriter(f)
+	w := json.NewEncoder(f)
 	// Big enough that the tail spans several of ReadHistory's chunks.
 	pad := strings.Repeat("x", 2000)
 	for i := range 1000 {
-		if err := w.Write(&event.Event{ID: fmt.Sprint(i), Kind: event.KindTunnel, Error: pad}); err != nil {
+		if err := w.Encode(&event.Event{ID: fmt.Sprint(i), Kind: event.KindTunnel, Error: pad}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -5,6 +5,7 @@ package console
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -37,10 +38,10 @@ func export(w io.Writer, name string, evs []*event.Event, app *ats.AppPolicy, ve
 		return rep.WriteText(w)
 	}
 	var lines bytes.Buffer
-	ew := event.NewWriter(&lines)
+	enc := json.NewEncoder(&lines) // one event per line, as in the events file
 	for _, ev := range evs {
-		if err := ew.Write(ev); err != nil {
-			return err
+		if err := enc.Encode(ev); err != nil {
+			return fmt.Errorf("console: export %s: %w", ev.ID, err)
 		}
 	}
 	opts := report.Options{Version: version}

@@ -54,6 +54,7 @@ func ReadHistory(path string, n int) ([]*event.Event, error) {
 	}
 	var evs []*event.Event
 	r := event.NewReader(bytes.NewReader(tail))
+	defer r.Close()
 	for {
 		ev, err := r.Next()
 		if errors.Is(err, io.EOF) {

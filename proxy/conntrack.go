@@ -39,7 +39,7 @@ func newConnTracker(maxConns int) *connTracker {
 // admit counts a new client stream and takes a slot for it if one is free.
 // It is called on the accepting goroutine, before any goroutine is started
 // for the stream, so that shutdown never misses a stream it must wait for.
-// Every admit is matched by one done.
+// Every admit is matched by one free and one done.
 func (t *connTracker) admit() (slot bool) {
 	t.mu.Lock()
 	t.open++
@@ -52,12 +52,17 @@ func (t *connTracker) admit() (slot bool) {
 	}
 }
 
-// done is a stream's end: its event is written; the slot, if it held one,
-// is given back.
-func (t *connTracker) done(slot bool) {
+// free gives a stream's slot back. It runs as soon as the stream is over,
+// before its event is handed to the sink, so a client that has seen a
+// stream end can open the next one at once.
+func (t *connTracker) free(slot bool) {
 	if slot {
 		<-t.slots
 	}
+}
+
+// done is a stream's end: its event is handed to the sink.
+func (t *connTracker) done() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.open--

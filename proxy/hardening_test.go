@@ -276,7 +276,7 @@ func TestTruncatedHelloDescribed(t *testing.T) {
 	addr := tcpServer(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
 	c := h.connect(addr)
 	_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}) // a record header and one byte
-	_, _ = io.ReadAll(c)                                      // until the idle cut
+	_, _ = io.ReadAll(c)                                       // until the idle cut
 	c.Close()
 	ev := h.event()
 	if ev.TCP.BytesUp != 6 || !strings.Contains(ev.TLSAbsent, "6 bytes") {

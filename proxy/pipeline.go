@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/stream"
@@ -27,6 +28,7 @@ type pipeline struct {
 	log     *zap.Logger
 	lim     config.Limits
 	dialer  *timing.Dialer
+	policy  *access.Policy
 	inspect *inspector
 	mitm    *mitmLayer // nil when MITM is off
 	conns   *connTracker
@@ -52,7 +54,8 @@ func (p *pipeline) newRecord(st *stream.Stream) *record {
 func (p *pipeline) Serve(st *stream.Stream) {
 	slot := p.conns.admit()
 	rec := p.newRecord(st)
-	defer p.conns.done(slot)
+	rec.release = func() { p.conns.free(slot) }
+	defer p.conns.done()
 	if !slot || p.conns.inShutdown() {
 		msg := limitMsg("max_connections", cap(p.conns.slots))
 		if slot {
@@ -76,7 +79,7 @@ func (p *pipeline) serve(st *stream.Stream, rec *record) {
 	defer func() { rec.finish(t.build(p, st)) }()
 
 	t.dialAt = rec.since()
-	d, err := p.dialer.Dial(p.conns.base, st.Target)
+	d, err := p.dialerFor(st.Client).Dial(p.conns.base, st.Target)
 	t.dial = d
 	if err != nil {
 		t.err = err
@@ -160,6 +163,14 @@ func (p *progress) update() {
 	}
 }
 
+// dialerFor is the dialer for one client's streams: the access policy
+// checks every address a name resolves to, as that client may reach it.
+func (p *pipeline) dialerFor(client netip.AddrPort) *timing.Dialer {
+	d := *p.dialer
+	d.Deny = p.policy.DenyFor("tcp", client)
+	return &d
+}
+
 // target is what the event shows as the stream's target: the name the
 // client looked up, when the source knows it, else what it asked for.
 func target(st *stream.Stream) string {
@@ -234,6 +245,7 @@ func tcpFacts(d *timing.Dialed, dialAt time.Duration, cl *timing.Close, up, down
 		t.RemoteAddr = d.Remote.String()
 		t.ConnectAt = timing.MS(dialAt + d.ConnectedAt)
 	}
+	t.Attempts = timing.EventAttempts(d.Attempts, dialAt)
 	snap := cl.Snapshot()
 	t.FirstFIN, t.RST, t.RSTCause, t.Timeout, t.History = snap.FirstFIN, snap.RST, snap.RSTCause, snap.Timeout, snap.History
 	if v, ok := snap.FIN[event.SideClient]; ok {

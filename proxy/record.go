@@ -94,7 +94,10 @@ type record struct {
 	upstreams []*upstreamConn
 	// size estimates the event's encoded size, for limits.max_event_bytes.
 	size int
-	once sync.Once
+	// release, when set, runs once the stream is over, before its event
+	// is emitted (the slot goes back first).
+	release func()
+	once    sync.Once
 }
 
 // recordBounds are the per-connection limits on what an event keeps.
@@ -202,6 +205,9 @@ func (r *record) finish(build func(ev *event.Event)) {
 			build(&ev)
 		}
 		ev.End = time.Now().UTC()
+		if r.release != nil {
+			r.release()
+		}
 		r.out.emit(&ev, r.log.With(zap.String("target", ev.Target)))
 	})
 }

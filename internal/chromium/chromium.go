@@ -1,127 +1,123 @@
-// Package chromium drives Debian's headless Chromium from tests through
-// chromedp: one browser per test, with what the page logged to its console
-// kept for the test to check, and screenshots in a directory that is kept
-// when the test fails.
+// Package chromium runs headless Chromium on a local page for tests: a
+// screenshot, or the DOM after the page's scripts ran, with the console
+// errors it logged. It loads nothing from the network (offline flags).
 package chromium
 
 import (
+	"bytes"
 	"context"
+	"image"
+	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
+	"syscall"
 	"testing"
 	"time"
-
-	"github.com/chromedp/chromedp"
 )
 
-// Path is Debian's Chromium, which .ci/run installs.
+// Path is where Debian's chromium package puts the browser (.ci/run
+// installs it).
 const Path = "/usr/bin/chromium"
 
-// Browser is one headless Chromium tab.
-type Browser struct {
-	Ctx context.Context
-	// Dir holds the screenshots; it is kept when the test fails.
-	Dir string
-	t   testing.TB
-
-	mu   sync.Mutex
-	logs []chromedp.ConsoleMessage
+// Result is what one run gave.
+type Result struct {
+	// Console lists console errors and uncaught exceptions.
+	Console []string
+	// Screenshot is the PNG, for Screenshot runs.
+	Screenshot image.Image
+	// PNG is its bytes.
+	PNG []byte
+	// DOM is the serialised DOM, for DumpDOM runs.
+	DOM string
 }
 
-// New starts Chromium with a 1400×900 window and the given extra flags
-// (e.g. proxy-pac-url), and stops it when the test ends.
-func New(t testing.TB, flags map[string]any) *Browser {
+// Screenshot renders page (a file path) at width×height.
+func Screenshot(t testing.TB, page string, width, height int) Result {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "inspectproxy-browser-*")
+	shot := filepath.Join(t.TempDir(), "screenshot.png")
+	r := run(t, page, width, height, "--screenshot="+shot)
+	b, err := os.ReadFile(shot)
+	if err != nil {
+		t.Fatalf("chromium: no screenshot: %v", err)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("chromium: screenshot: %v", err)
+	}
+	r.Screenshot, r.PNG = img, b
+	return r
+}
+
+// DumpDOM loads page at width×height and returns the DOM once its scripts ran.
+func DumpDOM(t testing.TB, page string, width, height int) Result {
+	t.Helper()
+	return run(t, page, width, height, "--dump-dom")
+}
+
+func run(t testing.TB, page string, width, height int, mode string) Result {
+	t.Helper()
+	if _, err := os.Stat(Path); err != nil {
+		t.Fatalf("no %s (apt-get install -y chromium; .ci/run does): %v", Path, err)
+	}
+	abs, err := filepath.Abs(page)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("screenshots and the browser profile are in %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(Path), chromedp.NoSandbox, chromedp.WindowSize(1400, 900),
-		chromedp.UserDataDir(filepath.Join(dir, "profile")),
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-	)
-	for k, v := range flags {
-		opts = append(opts, chromedp.Flag(k, v))
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelC(); cancelA() })
-	b := &Browser{Ctx: ctx, Dir: dir, t: t}
-	msgs := chromedp.Console(ctx)
-	go func() {
-		for m, err := range msgs {
-			if err != nil {
-				return
-			}
-			b.mu.Lock()
-			b.logs = append(b.logs, m)
-			b.mu.Unlock()
-		}
-	}()
-	return b
-}
-
-// Do runs actions with a time limit, failing the test (after a
-// screenshot) when one fails.
-func (b *Browser) Do(timeout time.Duration, actions ...chromedp.Action[chromedp.Void]) {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.Ctx, timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		b.Screenshot("failure")
-		b.t.Fatalf("chromium: %v", err)
+	cmd := exec.CommandContext(ctx, Path, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--hide-scrollbars", "--user-data-dir="+filepath.Join(t.TempDir(), "profile"), "--enable-logging=stderr", "--v=0",
+		mode, "--window-size="+strconv.Itoa(width)+","+strconv.Itoa(height), "file://"+abs)
+	// Chromium forks helpers: on timeout end its whole process group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium: %v\n%s", err, stderr.Bytes())
 	}
-}
-
-// Eval evaluates a JavaScript expression into T.
-func Eval[T any](b *Browser, expr string) T {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.Ctx, 10*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
-	if err != nil {
-		b.t.Fatalf("chromium: evaluate %s: %v", expr, err)
-	}
-	return v
-}
-
-// Screenshot saves the viewport as Dir/name.png and returns the path.
-func (b *Browser) Screenshot(name string) string {
-	ctx, cancel := context.WithTimeout(b.Ctx, 10*time.Second)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-	if err != nil {
-		b.t.Logf("screenshot %s: %v", name, err)
-		return ""
-	}
-	p := filepath.Join(b.Dir, name+".png")
-	if err := os.WriteFile(p, png, 0o644); err != nil {
-		b.t.Logf("screenshot %s: %v", name, err)
-	}
-	return p
-}
-
-// Errors are the console messages that are errors: exceptions, console.error
-// calls and the browser's error log (failed loads, CSP violations).
-func (b *Browser) Errors() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, m := range b.logs {
-		if m.IsException() || strings.EqualFold(string(m.Type), "error") || m.Type == "assert" {
-			out = append(out, m.String())
+	var r Result
+	for line := range strings.Lines(stderr.String()) {
+		if strings.Contains(line, "CONSOLE") || strings.Contains(line, "Uncaught") {
+			r.Console = append(r.Console, line)
 		}
 	}
-	return out
+	r.DOM = stdout.String()
+	return r
+}
+
+// Colours counts the distinct colours of img on a 7-pixel grid, up to
+// limit: a blank or failed page has one, a chart many.
+func Colours(img image.Image, limit int) int {
+	seen := map[[4]uint32]bool{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y && len(seen) < limit; y += 7 {
+		for x := b.Min.X; x < b.Max.X; x += 7 {
+			r, g, bl, a := img.At(x, y).RGBA()
+			seen[[4]uint32{r, g, bl, a}] = true
+		}
+	}
+	return len(seen)
+}
+
+// Check renders page at width×height and fails t on a console error or a
+// screenshot of fewer than minColours colours (a blank or failed page).
+func Check(t testing.TB, page string, width, height, minColours int) Result {
+	t.Helper()
+	r := Screenshot(t, page, width, height)
+	for _, line := range r.Console {
+		t.Errorf("console error: %s", line)
+	}
+	if b := r.Screenshot.Bounds(); b.Dx() != width || b.Dy() != height {
+		t.Errorf("screenshot is %v, want %dx%d", b, width, height)
+	}
+	if n := Colours(r.Screenshot, minColours); n < minColours {
+		t.Errorf("screenshot has %d colours: the page did not render", n)
+	}
+	return r
 }

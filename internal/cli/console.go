@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/ats"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/console"
@@ -31,7 +32,7 @@ type ui struct {
 // listen (port taken) is logged and left out: the proxy runs without it.
 func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x509.Certificate, o *proxy.Options) (*ui, error) {
 	u := &ui{hub: live.NewHub(live.Options{History: cfg.UI.History, Encode: console.Encode})}
-	hist, err := console.ReadHistory(cfg.Events, cfg.UI.History)
+	hist, err := console.ReadHistory(cfg.Events.Path, cfg.UI.History)
 	if err != nil {
 		log.Warn("console: no history", zap.Error(err))
 	}
@@ -46,7 +47,7 @@ func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x5
 		}
 	}
 	if cfg.Onboard.Enabled {
-		if u.setup, err = onboard.New(onboard.Options{Proxies: u.lan, CA: caCert, PACDirect: cfg.Onboard.PACDirect, Version: version}); err != nil {
+		if u.setup, err = onboard.New(onboard.Options{Proxies: u.lan, CA: caCert, PACDirect: cfg.Onboard.PACDirect, Version: version()}); err != nil {
 			return nil, err
 		}
 	}
@@ -68,17 +69,22 @@ func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x5
 			return nil, err
 		}
 	}
-	allow := prefixAllow(cfg.Access.AllowClients)
+	pol, err := access.New(cfg.Access)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	srv, err := console.New(console.Options{
-		Hub: u.hub, Log: log.Named("console"), Token: cfg.UI.Token, App: app, Version: version,
+		Hub: u.hub, Log: log.Named("console"), Token: cfg.UI.Token, App: app, Version: version(),
 		History: cfg.UI.History, Setup: u.setup,
-		Allow: func(a netip.Addr) bool { return a.IsLoopback() || allow(a) },
+		// As at the proxy: this host, or access.allow_clients.
+		Allow: func(a netip.Addr) bool { return pol.Client(netip.AddrPortFrom(a, 0)) == nil },
 	})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	o.Self = append(o.Self, ln.Addr().String())
+	o.Self = append(o.Self, ln.Addr())
 	u.consoleURL = console.URL(ln.Addr(), cfg.UI.Token)
 	go func() {
 		if err := u.hub.Run(ctx); err != nil {
@@ -112,22 +118,4 @@ func (u *ui) announce(log *zap.Logger, proxyAddr net.Addr) {
 		urls = append(urls, "http://"+a+"/")
 	}
 	log.Info("phones: set the Wi-Fi proxy to one of these addresses, then open the setup page", zap.Strings("proxy", u.lan), zap.Strings("setup", urls))
-}
-
-// prefixAllow is access.allow_clients as a predicate (Validate checked it).
-func prefixAllow(list []string) func(netip.Addr) bool {
-	var ps []netip.Prefix
-	for _, s := range list {
-		if p, err := config.ParsePrefix(s); err == nil {
-			ps = append(ps, p)
-		}
-	}
-	return func(a netip.Addr) bool {
-		for _, p := range ps {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
 }
