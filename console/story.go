@@ -142,7 +142,11 @@ func (s *story) tcp(t *event.TCP, from, target, upErr string) {
 		if t.RemoteAddr != "" {
 			addr = " → " + hostOf(t.RemoteAddr)
 		}
-		s.span(max(0, dial-*t.DNSMS), dial, laneProxy, "dns", "DNS "+host, fmt.Sprintf("%s%s in %s", host, addr, ms(*t.DNSMS)))
+		start := max(0, dial-*t.DNSMS)
+		if t.DialAtMS != nil { // measured, rather than worked back
+			start = *t.DialAtMS
+		}
+		s.span(start, start+*t.DNSMS, laneProxy, "dns", "DNS "+host, fmt.Sprintf("%s%s in %s", host, addr, ms(*t.DNSMS)))
 	}
 	if len(t.Attempts) > 0 {
 		for _, a := range t.Attempts {
