@@ -3,6 +3,7 @@ package console
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -45,12 +46,16 @@ type story struct {
 }
 
 func (s *story) add(at float64, from, to, layer, label, detail string) *Step {
+	// Microseconds, the events' precision: a sum such as start_ms + ms
+	// must not land a float's rounding error after an equal time.
+	at = math.Round(at*1000) / 1000
 	s.steps = append(s.steps, Step{At: at, From: from, To: to, Layer: layer, Label: label, Detail: detail})
 	return &s.steps[len(s.steps)-1]
 }
 
 func (s *story) span(at, end float64, lane, layer, label, detail string) {
 	st := s.add(at, lane, lane, layer, label, detail)
+	end = math.Round(end*1000) / 1000
 	st.End = &end
 }
 
