@@ -158,8 +158,14 @@ func (s *story) tcp(t *event.TCP, from, target, upErr string) {
 			s.add(a.StartMS, laneProxy, laneServer, "tcp", "SYN", "to "+a.Addr)
 			switch a.Outcome {
 			case "connected":
-				s.add(a.StartMS+a.MS, laneServer, laneProxy, "tcp", "SYN-ACK", fmt.Sprintf("from %s: round trip %s", a.Addr, ms(a.MS)))
-				s.add(a.StartMS+a.MS, laneProxy, laneServer, "tcp", "ACK", "connected")
+				// connect_at_ms is when the connection was up; the sum of
+				// two rounded numbers may miss it by a microsecond.
+				up := a.StartMS + a.MS
+				if t.ConnectAt > 0 {
+					up = t.ConnectAt
+				}
+				s.add(up, laneServer, laneProxy, "tcp", "SYN-ACK", fmt.Sprintf("from %s: round trip %s", a.Addr, ms(a.MS)))
+				s.add(up, laneProxy, laneServer, "tcp", "ACK", "connected")
 			case "refused":
 				s.add(a.StartMS+a.MS, laneServer, laneProxy, "tcp", "RST", a.Addr+" refused the connection").Bad = true
 			default:
