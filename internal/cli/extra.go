@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -111,6 +112,7 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 // optional is what addOptional opened: the metrics and their listener,
 // served once the events file is open, and what close must close.
 type optional struct {
+	ca      *x509.Certificate // the MITM CA, nil when MITM is off
 	metrics *metrics.Metrics
 	admin   net.Listener
 	closers []func() error
@@ -152,6 +154,7 @@ func addOptional(cfg config.Config, log *zap.Logger, o *proxy.Options) (*optiona
 			log.Warn("TLS secrets of decrypted connections are written to the key log: whoever reads it can decrypt them", zap.String("keylog", path))
 		}
 		o.MITM = iss
+		opt.ca = c.Certificate()
 		log.Info("MITM on", zap.Bool("all_hosts", cfg.MITM.Enabled), zap.Strings("hosts", cfg.MITM.Hosts), zap.String("ca", c.Fingerprint()))
 	}
 	if cfg.Admin.Listen != "" {
