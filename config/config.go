@@ -11,12 +11,15 @@ import (
 	"os"
 	"path"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/inspectproxy/inspectproxy/scope"
 )
 
 // ErrOpenProxy is returned by Validate for a non-loopback listener with no
@@ -43,9 +46,36 @@ type Config struct {
 	MITM MITM `mapstructure:"mitm"`
 	// Admin is the metrics and health listener.
 	Admin Admin `mapstructure:"admin"`
+	// Capture limits which connections are recorded.
+	Capture Capture `mapstructure:"capture"`
+	// Socks is the SOCKS5 listener, off by default.
+	Socks Socks `mapstructure:"socks"`
+	// UI is the live web console.
+	UI UI `mapstructure:"ui"`
+	// Onboard is the phone setup page the proxy serves itself.
+	Onboard Onboard `mapstructure:"onboard"`
 	// WireGuard captures whole devices through a WireGuard tunnel; off
 	// unless wireguard.listen is set.
 	WireGuard WireGuard `mapstructure:"wireguard"`
+}
+
+// Capture scopes what is recorded, like mitmproxy's ignore_hosts and
+// allow_hosts but with globs (path.Match syntax, matched without case; a
+// "*" crosses dots, a pattern with ":" matches host:port). Connections out
+// of scope are still proxied, and not recorded.
+type Capture struct {
+	// OnlyHosts, when set, records only connections to matching hosts.
+	// Default empty (every host).
+	OnlyHosts []string `mapstructure:"only_hosts"`
+	// IgnoreHosts records no connection to matching hosts, e.g.
+	// ["*.apple.com", "*.icloud.com"]. Default empty.
+	IgnoreHosts []string `mapstructure:"ignore_hosts"`
+}
+
+// CaptureScope is the matcher of Capture: Recorded(target) says whether a
+// connection to target is recorded.
+func (c *Config) CaptureScope() scope.Hosts {
+	return scope.Hosts{Only: c.Capture.OnlyHosts, Ignore: c.Capture.IgnoreHosts}
 }
 
 // Events configures the events file. The old form, a file name alone
@@ -83,15 +113,25 @@ type Log struct {
 // Access controls clients and destinations.
 type Access struct {
 	// AllowClients lists client networks (CIDR or IP) allowed to connect;
-	// empty allows everyone who can reach the listener. Default empty.
+	// empty allows everyone who can reach the listener. Clients on this
+	// host (loopback, or one of its own addresses) are always allowed, so
+	// the proxy can be tried from the machine it runs on. Default empty.
 	AllowClients []string `mapstructure:"allow_clients"`
 	// Username and Password enable proxy Basic auth when both are set.
 	// Default empty (no auth).
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
 	// DenyDestinations lists networks (CIDR or IP) the proxy will not
-	// connect to, checked after DNS. Default empty.
+	// connect to, checked after DNS for every address a name resolves to.
+	// IPv4-mapped entries (::ffff:192.0.2.0/120) mean their IPv4 network;
+	// other IPv6 entries match IPv6 destinations only. Default empty.
 	DenyDestinations []string `mapstructure:"deny_destinations"`
+	// AllowLocalDestinations lets clients on other hosts reach this host
+	// itself: loopback, unspecified (0.0.0.0, ::), link-local
+	// (169.254.0.0/16 with cloud metadata, fe80::/10) and the addresses of
+	// its interfaces. Clients on this host may always reach those; nobody
+	// may reach the proxy's own listeners (a loop). Default false.
+	AllowLocalDestinations bool `mapstructure:"allow_local_destinations"`
 }
 
 // Limits bound what one client can hold.
@@ -212,6 +252,44 @@ type Admin struct {
 	Listen string `mapstructure:"listen"`
 }
 
+// Socks configures the SOCKS5 listener.
+type Socks struct {
+	// Listen is the SOCKS5 (RFC 1928) address; empty is off. As for
+	// listen, anything but a loopback address needs access.allow_clients
+	// and/or access.username+password (RFC 1929 for SOCKS). Default empty.
+	Listen string `mapstructure:"listen"`
+}
+
+// UI configures the live web console.
+type UI struct {
+	// Listen is the console's address; empty switches it off. Anything
+	// but a loopback address needs Token. If the port is taken the proxy
+	// still starts, without the console. Default 127.0.0.1:8081.
+	Listen string `mapstructure:"listen"`
+	// Token, when set, is required for every console request (the URL
+	// printed at start carries it once; the browser then keeps a cookie).
+	// Default empty.
+	Token string `mapstructure:"token"`
+	// History is how many closed connections the console keeps and starts
+	// with, read from the end of the events file. Default 10000.
+	History int `mapstructure:"history"`
+}
+
+// Onboard configures the setup page (http://inspectproxy.setup/ through
+// the proxy, or GET / at its address) and the PAC file at /proxy.pac.
+type Onboard struct {
+	// Enabled serves the setup page. Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// PACDirect lists host patterns (path.Match syntax, e.g. "*.apple.com")
+	// the PAC file sends DIRECT instead of through the proxy. Default empty.
+	PACDirect []string `mapstructure:"pac_direct"`
+	// Addresses are the host:port phones are told to use, when the
+	// machine's own LAN addresses are not what they reach (NAT, a VM).
+	// Default empty: the listener's address, or every LAN address for
+	// 0.0.0.0.
+	Addresses []string `mapstructure:"addresses"`
+}
+
 // WireGuard configures the WireGuard mode. Keys live in the wireguard/
 // subdirectory of mitm.data_dir; `inspectproxy wireguard peer add NAME`
 // makes a device's config.
@@ -279,9 +357,11 @@ func Default() Config {
 			MaxHeaderBytesRecorded: 16 << 10,
 			MaxEventBytes:          1 << 20,
 		},
-		TLS:  TLS{Probe: true, ProbeTimeout: 5 * time.Second, ProbeTTL: 10 * time.Minute},
-		ATS:  ATS{MinTLSVersion: "TLSv1.2", RequireForwardSecrecy: true},
-		MITM: MITM{DataDir: home + "/.inspectproxy", AutoPassthroughTTL: 10 * time.Minute},
+		TLS:     TLS{Probe: true, ProbeTimeout: 5 * time.Second, ProbeTTL: 10 * time.Minute},
+		ATS:     ATS{MinTLSVersion: "TLSv1.2", RequireForwardSecrecy: true},
+		MITM:    MITM{DataDir: home + "/.inspectproxy", AutoPassthroughTTL: 10 * time.Minute},
+		UI:      UI{Listen: "127.0.0.1:8081", History: 10000},
+		Onboard: Onboard{Enabled: true},
 		WireGuard: WireGuard{
 			QUIC: "refuse", Network: "10.64.0.0/24", MTU: 1420,
 			MaxConnections: 4096, MaxConnectionsPerPeer: 1024, UDPIdleTimeout: 60 * time.Second,
@@ -292,11 +372,26 @@ func Default() Config {
 // Validate checks values and the open-proxy rule.
 func (c *Config) Validate() error {
 	var errs []error
-	host, _, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("config: listen %q: %w", c.Listen, err))
-	} else if !isLoopback(host) && len(c.Access.AllowClients) == 0 && !c.AuthEnabled() {
-		errs = append(errs, fmt.Errorf("%w: listen %q is not loopback; set access.allow_clients (e.g. 192.168.1.0/24) and/or access.username and access.password", ErrOpenProxy, c.Listen))
+	for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"socks.listen", c.Socks.Listen}} {
+		if l.addr == "" && l.key != "listen" {
+			continue
+		}
+		if err := c.checkListener(l.key, l.addr); err != nil {
+			errs = append(errs, err)
+		} else if err := checkPort(l.key, l.addr); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.Admin.Listen != "" {
+		if err := checkPort("admin.listen", c.Admin.Listen); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := scope.ValidateGlobs("config: capture.only_hosts", c.Capture.OnlyHosts); err != nil {
+		errs = append(errs, err)
+	}
+	if err := scope.ValidateGlobs("config: capture.ignore_hosts", c.Capture.IgnoreHosts); err != nil {
+		errs = append(errs, err)
 	}
 	if (c.Access.Username == "") != (c.Access.Password == "") {
 		errs = append(errs, errors.New("config: access.username and access.password must be set together"))
@@ -351,6 +446,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.Events.validate(l.MaxEventBytes)...)
+	errs = append(errs, c.validateUI()...)
 	errs = append(errs, c.WireGuard.validate()...)
 	return errors.Join(errs...)
 }
@@ -382,13 +478,23 @@ func (e *Events) validate(maxEvent int) []error {
 	return errs
 }
 
+// checkPort checks the port of a host:port setting: 0 (any free port) to 65535.
+func checkPort(key, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("config: %s %q: %w", key, addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("config: %s %q: port %q is not a number from 0 to 65535", key, addr, port)
+	}
+	return nil
+}
+
 func (w *WireGuard) validate() []error {
 	var errs []error
 	if w.Listen != "" {
-		if _, port, err := net.SplitHostPort(w.Listen); err != nil {
-			errs = append(errs, fmt.Errorf("config: wireguard.listen %q: %w", w.Listen, err))
-		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			errs = append(errs, fmt.Errorf("config: wireguard.listen %q: port %q is not a number from 0 to 65535", w.Listen, port))
+		if err := checkPort("wireguard.listen", w.Listen); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if w.QUIC != "refuse" && w.QUIC != "pass" {
@@ -433,24 +539,76 @@ func (c *Config) MITMFor(host string) bool {
 	return false
 }
 
-// ParsePrefix parses a CIDR or a single IP address.
+// ParsePrefix parses a CIDR or a single IP address, normalised so that it
+// matches unmapped addresses: an IPv4-mapped prefix (::ffff:192.0.2.0/120)
+// becomes its IPv4 network (192.0.2.0/24), which would otherwise never
+// match. Zones and prefixes that mix mapped and other IPv6 addresses are
+// refused.
 func ParsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
+	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an IP address", s)
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an IP address", s)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q has a zone (%%%s); zones are not allowed", s, a.Zone())
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("%q mixes IPv4-mapped and other IPv6 addresses; write IPv4 and IPv6 networks as separate entries", s)
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
+// validateUI checks the console and setup page keys. A console beyond
+// loopback needs ui.token; a name is checked again on the address bound.
+func (c *Config) validateUI() []error {
+	var errs []error
+	if c.UI.Listen != "" {
+		h, _, err := net.SplitHostPort(c.UI.Listen)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: ui.listen %q: %w", c.UI.Listen, err))
+		} else if a, err := netip.ParseAddr(h); err == nil && !a.Unmap().IsLoopback() && c.UI.Token == "" {
+			errs = append(errs, fmt.Errorf("config: ui.listen %q is not loopback: set ui.token too (the console shows every connection), or listen on 127.0.0.1", c.UI.Listen))
+		}
 	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
+	if c.UI.History <= 0 {
+		errs = append(errs, fmt.Errorf("config: ui.history must be positive, got %d", c.UI.History))
+	}
+	for _, p := range c.Onboard.PACDirect {
+		if _, err := path.Match(p, ""); err != nil {
+			errs = append(errs, fmt.Errorf("config: onboard.pac_direct pattern %q: %w", p, err))
+		}
+	}
+	for _, a := range c.Onboard.Addresses {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("config: onboard.addresses %q: %w", a, err))
+		}
+	}
+	return errs
+}
+
+// checkListener checks a listener address and the open-proxy rule. A name
+// is not trusted to be loopback (localhost may resolve elsewhere); after
+// binding, the caller checks the address actually bound (access.RequireLoopback).
+func (c *Config) checkListener(key, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("config: %s %q: %w", key, addr, err)
+	}
+	if len(c.Access.AllowClients) > 0 || c.AuthEnabled() {
+		return nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Unmap().IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %q is not a loopback address (a name is not trusted: localhost may resolve elsewhere; use 127.0.0.1 or [::1]); "+
+		"or say who may use it with --allow-clients 192.168.1.0/24 (access.allow_clients) and/or --proxy-auth USER:PASSWORD (access.username and access.password)", ErrOpenProxy, key, addr)
 }
 
 // Load builds the configuration: defaults, then file (if non-empty), then
@@ -471,13 +629,16 @@ func Load(v *viper.Viper, file string) (Config, error) {
 	if _, ok := os.LookupEnv("INSPECTPROXY_EVENTS"); ok {
 		return Config{}, errors.New("config: INSPECTPROXY_EVENTS: events is a section now; set INSPECTPROXY_EVENTS_PATH instead")
 	}
+	if err := unknownKeys(v, file); err != nil {
+		return Config{}, err
+	}
 	var c Config
 	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		mapstructure.StringToTimeDurationHookFunc(),
 		mapstructure.StringToSliceHookFunc(","),
 	)))
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %s: %w", orDefaults(file), err)
+		return Config{}, decodeError(v, file, err)
 	}
 	if rest, ok := strings.CutPrefix(c.MITM.DataDir, "~/"); ok {
 		if home, err := os.UserHomeDir(); err == nil {
@@ -505,9 +666,76 @@ func readFile(v *viper.Viper, file string) error {
 	return nil
 }
 
+// EnvName is the environment variable of a config key.
+func EnvName(key string) string {
+	return "INSPECTPROXY_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// unknownKeys names the keys of the file that the Config has not, with
+// the keys it has at that level.
+func unknownKeys(v *viper.Viper, file string) error {
+	known := map[string]bool{}
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for i := range t.NumField() {
+			key := prefix + t.Field(i).Tag.Get("mapstructure")
+			known[key] = true
+			if f := t.Field(i).Type; f.Kind() == reflect.Struct && f != reflect.TypeFor[time.Duration]() {
+				walk(key+".", f)
+			}
+		}
+	}
+	walk("", reflect.TypeFor[Config]())
+	var errs []error
+	for _, k := range v.AllKeys() {
+		if known[k] {
+			continue
+		}
+		parent, siblings := "", []string{}
+		if i := strings.LastIndexByte(k, '.'); i >= 0 {
+			parent = k[:i]
+		}
+		for kk := range known {
+			p := ""
+			if i := strings.LastIndexByte(kk, '.'); i >= 0 {
+				p = kk[:i]
+			}
+			if p == parent {
+				siblings = append(siblings, kk)
+			}
+		}
+		slices.Sort(siblings)
+		errs = append(errs, fmt.Errorf("config: %s: unknown key %q; the keys there are %s", orDefaults(file), k, strings.Join(siblings, ", ")))
+	}
+	return errors.Join(errs...)
+}
+
+// decodeError names, for each key the decoder refused, where its value
+// came from (environment variable, flag or file) and the value itself.
+func decodeError(v *viper.Viper, file string, err error) error {
+	var errs []error
+	for _, line := range strings.Split(err.Error(), "\n") {
+		rest, ok := strings.CutPrefix(line, "'")
+		key, msg, found := strings.Cut(rest, "' ")
+		if !ok || !found {
+			continue
+		}
+		val := fmt.Sprint(v.Get(key))
+		if env, set := os.LookupEnv(EnvName(key)); set {
+			errs = append(errs, fmt.Errorf("config: %s=%q (%s): %s", EnvName(key), env, key, msg))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("config: %s: %s %q: %s", orDefaults(file), key, val, msg))
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("config: %s: %w", orDefaults(file), err)
+	}
+	return errors.Join(errs...)
+}
+
 func orDefaults(file string) string {
 	if file == "" {
-		return "defaults"
+		return "flags and environment"
 	}
 	return file
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,7 @@ func TestExampleFileIsTheDefaults(t *testing.T) {
 		t.Fatalf("example config: %v", err)
 	}
 	want := Default()
-	if got.Listen != want.Listen || got.Events != want.Events || got.Limits != want.Limits || got.TLS.ProbeTTL != want.TLS.ProbeTTL || got.MITM.DataDir != want.MITM.DataDir || got.WireGuard != want.WireGuard {
+	if got.Listen != want.Listen || got.Events != want.Events || got.Limits != want.Limits || got.TLS.ProbeTTL != want.TLS.ProbeTTL || got.MITM.DataDir != want.MITM.DataDir || got.Socks != want.Socks || got.Access.AllowLocalDestinations != want.Access.AllowLocalDestinations || got.WireGuard != want.WireGuard {
 		t.Errorf("example file differs from defaults:\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -69,6 +70,15 @@ func TestValidate(t *testing.T) {
 		{"zero timeout", func(c *Config) { c.Limits.IdleTimeout = 0 }, "idle_timeout must be positive", nil},
 		{"bad log format", func(c *Config) { c.Log.Format = "xml" }, "log.format", nil},
 		{"bad mitm pattern", func(c *Config) { c.MITM.Hosts = []string{"[a-"} }, "mitm.hosts", nil},
+		{"ipv6 loopback", func(c *Config) { c.Listen = "[::1]:8080" }, "", nil},
+		{"mapped loopback", func(c *Config) { c.Listen = "[::ffff:127.0.0.1]:8080" }, "", nil},
+		{"name not trusted", func(c *Config) { c.Listen = "localhost:8080" }, `listen "localhost:8080" is not a loopback address`, ErrOpenProxy},
+		{"name with allow list", func(c *Config) { c.Listen = "localhost:8080"; c.Access.AllowClients = []string{"10.0.0.0/8"} }, "", nil},
+		{"socks loopback", func(c *Config) { c.Socks.Listen = "127.0.0.1:1080" }, "", nil},
+		{"socks open", func(c *Config) { c.Socks.Listen = "0.0.0.0:1080" }, `socks.listen "0.0.0.0:1080" is not a loopback`, ErrOpenProxy},
+		{"socks with auth", func(c *Config) { c.Socks.Listen = ":1080"; c.Access.Username, c.Access.Password = "u", "p" }, "", nil},
+		{"socks bad", func(c *Config) { c.Socks.Listen = "1080" }, `socks.listen "1080"`, nil},
+		{"bad deny entry", func(c *Config) { c.Access.DenyDestinations = []string{"::ffff:0.0.0.0/64"} }, "access.deny_destinations", nil},
 		{"wireguard on", func(c *Config) { c.WireGuard.Listen = ":51820"; c.WireGuard.Network6 = "fd64:6970::/64" }, "", nil},
 		{"wireguard listen", func(c *Config) { c.WireGuard.Listen = "51820" }, `wireguard.listen "51820"`, nil},
 		{"wireguard port", func(c *Config) { c.WireGuard.Listen = ":wg" }, `wireguard.listen ":wg": port "wg"`, nil},
@@ -167,4 +177,68 @@ func TestMITMFor(t *testing.T) {
 			t.Errorf("MITMFor(%q) = %v, want %v", host, got, want)
 		}
 	}
+}
+
+// TestParsePrefix: the expectations are RFC 4291 section 2.5.5.2 (an
+// IPv4-mapped address is ::ffff:a.b.c.d, so /120 of it is /24 of IPv4).
+func TestParsePrefix(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{in: "10.0.0.0/8", want: "10.0.0.0/8"},
+		{in: "10.1.2.3/8", want: "10.0.0.0/8"},
+		{in: "192.0.2.7", want: "192.0.2.7/32"},
+		{in: "::1", want: "::1/128"},
+		{in: "fe80::/10", want: "fe80::/10"},
+		{in: "::ffff:192.0.2.0/120", want: "192.0.2.0/24"},
+		{in: "::ffff:127.0.0.1", want: "127.0.0.1/32"},
+		{in: "::ffff:0.0.0.0/96", want: "0.0.0.0/0"},
+		{in: "::ffff:127.0.0.1/128", want: "127.0.0.1/32"},
+		{in: "::ffff:0.0.0.0/95", err: "mixes IPv4-mapped"},
+		{in: "fe80::1%eth0", err: "zone"},
+		{in: "fe80::1%eth0/64", err: "zone"},
+		{in: "10.0.0.0/33", err: "neither"},
+		{in: "", err: "neither"},
+		{in: "localhost", err: "neither"},
+	} {
+		p, err := ParsePrefix(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), fmt.Sprintf("%q", tc.in)) {
+				t.Errorf("ParsePrefix(%q) = %v, %v; want an error naming the value and %q", tc.in, p, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || p.String() != tc.want {
+			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", tc.in, p, err, tc.want)
+		}
+	}
+}
+
+// FuzzParsePrefix checks that address-list entries never panic, that what
+// is accepted is normalised (masked, never IPv4-mapped, no zone) and
+// stable, and that Validate agrees with ParsePrefix on both lists.
+func FuzzParsePrefix(f *testing.F) {
+	for _, s := range []string{
+		"0.0.0.0", "0.0.0.0/0", "::", "::/0", "::ffff:0.0.0.0", "::ffff:127.0.0.1", "::ffff:192.0.2.0/120",
+		"127.0.0.2", "127.0.0.0/8", "::1", "::1/128", "169.254.169.254", "169.254.0.0/16", "fe80::/10",
+		"fe80::1%eth0", "10.0.0.1/8", "1.2.3.4/33", "::ffff:1.2.3.4/95", "0127.0.0.1", "127.1", "[::1]", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePrefix(s)
+		c := Default()
+		c.Access.AllowClients = []string{s}
+		c.Access.DenyDestinations = []string{s}
+		if verr := c.Validate(); (verr != nil) != (err != nil) {
+			t.Fatalf("Validate = %v but ParsePrefix = %v", verr, err)
+		}
+		if err != nil {
+			return
+		}
+		if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			t.Fatalf("ParsePrefix(%q) = %v, not normalised", s, p)
+		}
+		if again, err := ParsePrefix(p.String()); err != nil || again != p {
+			t.Fatalf("ParsePrefix(%q) = %v, but its string parses as %v, %v", s, p, again, err)
+		}
+	})
 }

@@ -230,21 +230,30 @@ type HandshakeFailure struct {
 	// Alert is the alert sent, e.g. "fatal handshake_failure (40)".
 	Alert     string `json:"alert,omitempty"`
 	AlertCode *int   `json:"alert_code,omitempty"`
-	// Phase is the last handshake step seen: client_hello, server_hello,
-	// server_flight (certificate and the rest of it), client_finished.
+	// Phase is the last handshake step seen: client_hello,
+	// hello_retry_request, server_hello, server_flight (certificate and the
+	// rest of it), client_finished.
 	Phase string   `json:"phase"`
 	AtMS  *float64 `json:"at_ms"`
 }
 
 // ClientRejected is a client refusing the certificate it was shown.
 type ClientRejected struct {
+	// Signal is the evidence: alert (a readable certificate alert),
+	// encrypted_alert (TLS 1.3: an alert-sized record instead of the
+	// client's Finished), close or rst (the client hung up after the
+	// server's flight, before its Finished).
+	Signal string `json:"signal"`
 	// Alert is the client's alert when one was readable (TLS 1.3 encrypts
 	// it: then "encrypted alert").
-	Alert string `json:"alert,omitempty"`
+	Alert     string `json:"alert,omitempty"`
+	AlertCode *int   `json:"alert_code,omitempty"`
 	// AfterMS is the time from the server's flight to the rejection.
 	AfterMS *float64 `json:"after_ms"`
-	// Likely is pinning (the CA is trusted elsewhere, or the alert is
-	// bad_certificate after a valid chain) or untrusted_ca (unknown_ca).
+	// Likely is pinning (the chain verifies against the proxy's roots, yet
+	// the client refused it), untrusted_ca (the chain's CA is unknown, or
+	// the client said unknown_ca), invalid_certificate (expired, wrong
+	// name, ...) or unknown (no verdict and an alert that does not say).
 	Likely string `json:"likely"`
 }
 

@@ -246,11 +246,17 @@ func Listen(addr string, allowRemote bool) (net.Listener, error) {
 		return nil, fmt.Errorf("metrics: admin address: %w", err)
 	}
 	if !allowRemote && !isLoopback(host) {
-		return nil, fmt.Errorf("%w: %q: the admin listener has no authentication; use 127.0.0.1, ::1 or localhost, or allow remote access explicitly", ErrNotLoopback, addr)
+		return nil, fmt.Errorf("%w: %q: the admin listener has no authentication; use 127.0.0.1, ::1 or localhost (from another machine, reach it through an SSH tunnel)", ErrNotLoopback, addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	// A name was checked above by what it says; the address bound is
+	// what counts (localhost may resolve elsewhere in /etc/hosts).
+	if a, ok := ln.Addr().(*net.TCPAddr); !allowRemote && (!ok || !a.AddrPort().Addr().Unmap().IsLoopback()) {
+		ln.Close()
+		return nil, fmt.Errorf("%w: %q bound %s: the admin listener has no authentication; use 127.0.0.1 or ::1", ErrNotLoopback, addr, ln.Addr())
 	}
 	return ln, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/eventlog"
+	"github.com/inspectproxy/inspectproxy/internal/netns"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -319,6 +321,27 @@ func TestServeShutdown(t *testing.T) {
 	ln.Close()
 	if err := New().Serve(context.Background(), ln, zaptest.NewLogger(t)); err == nil {
 		t.Error("Serve on a closed listener = nil")
+	}
+}
+
+// TestListenChecksTheBoundAddress reproduces issue 8's finding: with
+// localhost pointing at a non-loopback address in /etc/hosts (a private
+// mount namespace here, with the address of a veth pair), "localhost:0"
+// must be refused by the address it bound, not trusted by its name.
+func TestListenChecksTheBoundAddress(t *testing.T) {
+	if netns.InHostsChild() {
+		ln, err := Listen("localhost:0", false)
+		if err == nil {
+			fmt.Printf("ADMITTED %s\n", ln.Addr())
+			os.Exit(1)
+		}
+		fmt.Printf("REFUSED %v\n", err)
+		os.Exit(0)
+	}
+	pair := netns.New(t)
+	out, err := netns.RunWithHosts(t, pair.Host4.String()+" localhost\n", "TestListenChecksTheBoundAddress")
+	if err != nil || !strings.Contains(string(out), "REFUSED") || !strings.Contains(string(out), "bound "+pair.Host4.String()) {
+		t.Fatalf("%v: %s", err, out)
 	}
 }
 

@@ -276,10 +276,27 @@ func TestTruncatedHelloDescribed(t *testing.T) {
 	addr := tcpServer(t, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) })
 	c := h.connect(addr)
 	_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}) // a record header and one byte
-	_, _ = io.ReadAll(c)                                      // until the idle cut
+	_, _ = io.ReadAll(c)                                       // until the idle cut
 	c.Close()
 	ev := h.event()
 	if ev.TCP.BytesUp != 6 || !strings.Contains(ev.TLSAbsent, "6 bytes") {
 		t.Errorf("bytes_up=%d tls_absent=%q", ev.TCP.BytesUp, ev.TLSAbsent)
+	}
+}
+
+// capture.ignore_hosts: a stream to an ignored host is relayed and leaves
+// no event; the next one, in scope, does.
+func TestCaptureScope(t *testing.T) {
+	addr := tcpServer(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+	_, port, _ := net.SplitHostPort(addr)
+	h := startProxy(t, func(c *config.Config) { c.Capture.IgnoreHosts = []string{"localhost"} })
+	c := h.connect("localhost:" + port)
+	echo(t, c, []byte("not recorded"))
+	c.Close()
+	c = h.connect(addr)
+	echo(t, c, []byte("recorded"))
+	c.Close()
+	if ev := h.event(); ev.Target != addr {
+		t.Errorf("first event is for %s, want %s (the ignored host leaves none)", ev.Target, addr)
 	}
 }

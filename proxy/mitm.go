@@ -136,6 +136,10 @@ func (m *mitmLayer) serve(rec *record, client stream.Conn, h hello, tr *tlsinfo.
 	s := &session{rec: rec, lim: m.lim, secrets: m.secrets, tls: true}
 	var closeOnce sync.Once
 	cc := &mitmClientConn{Conn: client, tracker: tr, replay: h.bytes, since: rec.since}
+	// Set when the client refused the proxy's leaf: what it likely means,
+	// and the alert crypto/tls decrypted (the tracker cannot, in TLS 1.3).
+	var likely string
+	var alertErr error
 	defer func() {
 		rec.finish(func(ev *event.Event) {
 			ev.Upstreams = s.close()
@@ -143,10 +147,14 @@ func (m *mitmLayer) serve(rec *record, client stream.Conn, h hello, tr *tlsinfo.
 				ev.TCP = &ev.Upstreams[0].TCP
 			}
 			info := tr.Info()
-			ev.TLS = mitmTLS(info.Event(), ev.Upstreams)
-			if ev.TLS != nil && cc.failure != nil {
-				ev.TLS.ClientRejected, ev.TLS.Failure = cc.rejected, cc.failure
+			client := info.Event()
+			if cr := clientRejection(client); cr != nil && likely != "" {
+				cr.Likely = likely
+				if cr.AlertCode == nil && alertErr != nil {
+					cr.Alert, cr.AlertCode = alertOf(alertErr)
+				}
 			}
+			ev.TLS = mitmTLS(client, ev.Upstreams)
 		})
 	}()
 	defer closeOnce.Do(func() { _ = client.Close() })
@@ -208,7 +216,12 @@ func (m *mitmLayer) serve(rec *record, client stream.Conn, h hello, tr *tlsinfo.
 	cancel()
 	clientIP := addrPort(client.RemoteAddr()).Addr().String()
 	if err != nil {
-		m.clientFailed(rec, cc, name, clientIP, err)
+		rec.setError(fmt.Sprintf("proxy: TLS handshake with the client for %q: %v", name, err))
+		likely = m.rejected(tr, name, clientIP)
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "remote error" {
+			alertErr = oe.Err
+		}
 		return
 	}
 	m.trusted.put(clientIP, "")
@@ -247,53 +260,31 @@ func (m *mitmLayer) serve(rec *record, client stream.Conn, h hello, tr *tlsinfo.
 	})
 }
 
-// clientFailed records a client handshake that did not complete: the
-// tracker read how it ended on the wire; a rejection of the certificate
-// is named, and may send the host through untouched from now on.
-func (m *mitmLayer) clientFailed(rec *record, cc *mitmClientConn, name, clientIP string, err error) {
-	rec.setError(fmt.Sprintf("proxy: TLS handshake with the client for %q: %v", name, err))
-	phase := "client_hello"
-	if cc.flightAt > 0 {
-		phase = "server_flight"
+func clientRejection(t *event.TLS) *event.ClientRejected {
+	if t == nil {
+		return nil
 	}
-	cc.failure = handshakeFailure(event.SideClient, err, phase, cc.since())
-	alert, rejected := rejectionAlert(err)
-	if !rejected {
-		if alert, rejected = cc.refusedAfterFlight(); rejected {
-			// What crypto/tls could not read was the client's alert.
-			cc.failure.By, cc.failure.How, cc.failure.Alert, cc.failure.AlertCode = event.SideClient, "alert", alert, nil
-			if alert == "close" {
-				cc.failure.How, cc.failure.Alert = "close", ""
-			}
-		}
+	return t.ClientRejected
+}
+
+// rejected reads a failed client handshake from the tracker, which saw
+// it on the wire: if the client refused the proxy's leaf, the rejection is
+// likely pinning when this client accepted the proxy's leaves before (so
+// it trusts the CA), untrusted_ca otherwise; with auto passthrough the
+// host is then sent through untouched for a while.
+func (m *mitmLayer) rejected(tr *tlsinfo.Tracker, name, clientIP string) (likely string) {
+	if tr.Info().Rejection == nil {
+		return ""
 	}
-	if !rejected {
-		return
-	}
-	likely := "untrusted_ca"
+	likely = tlsinfo.LikelyUntrustedCA
 	if _, ok := m.trusted.get(clientIP); ok {
-		likely = "pinning"
+		likely = tlsinfo.LikelyPinning
 	}
-	cc.rejected = &event.ClientRejected{Alert: alert, AfterMS: timing.MSPtr(cc.sinceFlight()), Likely: likely}
 	if m.auto != nil {
 		m.auto.put(strings.ToLower(name), fmt.Sprintf("the client rejected the proxy's certificate for %s at %s (%s; mitm.auto_passthrough)",
 			name, time.Now().UTC().Format(time.RFC3339), likely))
 	}
-}
-
-// rejectionAlert reads the alert a client sent from crypto/tls's error:
-// one of those a client sends when it refuses a certificate.
-func rejectionAlert(err error) (alert string, ok bool) {
-	var oe *net.OpError
-	if !errors.As(err, &oe) || oe.Op != "remote error" {
-		return "", false
-	}
-	desc := strings.TrimPrefix(oe.Err.Error(), "tls: ")
-	switch desc {
-	case "bad certificate", "unsupported certificate", "unknown certificate", "unknown certificate authority", "certificate unknown":
-		return strings.ReplaceAll(desc, " ", "_"), true
-	}
-	return strings.ReplaceAll(desc, " ", "_"), false
+	return likely
 }
 
 // handshake is the server's leg: a verified, timed TLS handshake on u
@@ -450,21 +441,13 @@ func mitmTLS(client *event.TLS, ups []event.Upstream) *event.TLS {
 
 // mitmClientConn is the client's side of a decrypted stream: the bytes
 // read while routing are replayed to the TLS server first, and every byte
-// each way is given to the tracker (the client's hello was already).
+// each way is given to the tracker (the client's hello was already), so
+// the client's handshake is read as a passthrough stream's is.
 type mitmClientConn struct {
 	stream.Conn
 	tracker *tlsinfo.Tracker
 	replay  []byte
 	since   func() time.Duration
-
-	mu       sync.Mutex
-	flightAt time.Duration // when the proxy's handshake flight was sent
-	closed   bool          // the client closed or reset after it
-	// afterFlight counts the client's bytes after the flight: one short
-	// record and nothing else is TLS 1.3's encrypted alert.
-	afterFlight int
-	rejected *event.ClientRejected
-	failure  *event.HandshakeFailure
 }
 
 func (c *mitmClientConn) Read(p []byte) (int, error) {
@@ -477,63 +460,19 @@ func (c *mitmClientConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.tracker.Feed(tlsinfo.ClientToServer, p[:n], c.since())
 	}
-	c.mu.Lock()
-	if c.flightAt > 0 {
-		c.afterFlight += n
-		if err != nil {
-			c.closed = true
-		}
-	}
-	c.mu.Unlock()
-	if err != nil {
-		if timing.IsReset(err) {
-			c.tracker.Reset(tlsinfo.ClientToServer, c.since())
-		} else {
-			c.tracker.EOF(tlsinfo.ClientToServer, c.since())
-		}
+	switch {
+	case err == nil:
+	case timing.IsReset(err):
+		c.tracker.Reset(tlsinfo.ClientToServer, c.since())
+	default:
+		c.tracker.EOF(tlsinfo.ClientToServer, c.since())
 	}
 	return n, err
 }
 
 func (c *mitmClientConn) Write(p []byte) (int, error) {
-	at := c.since()
-	c.tracker.Feed(tlsinfo.ServerToClient, p, at)
-	c.mu.Lock()
-	if c.flightAt == 0 {
-		c.flightAt = at
-	}
-	c.mu.Unlock()
+	c.tracker.Feed(tlsinfo.ServerToClient, p, c.since())
 	return c.Conn.Write(p)
-}
-
-// encryptedAlert is the largest TLS 1.3 record an alert makes: a 5-byte
-// header, 2 bytes of alert, 1 of content type, a 16-byte tag; a
-// ChangeCipherSpec record (6 bytes) may come first for middleboxes.
-const encryptedAlert = 5 + 2 + 1 + 16 + 6
-
-// refusedAfterFlight reports a client that answered the proxy's handshake
-// flight with nothing but a close, or with one alert-sized record: how
-// clients refuse a certificate in TLS 1.3, where the alert is encrypted
-// (crypto/tls, which cannot decrypt what OpenSSL sends then, says "bad
-// record MAC").
-func (c *mitmClientConn) refusedAfterFlight() (alert string, ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.flightAt == 0:
-		return "", false
-	case c.afterFlight == 0 && c.closed:
-		return "close", true
-	case c.afterFlight > 0 && c.afterFlight <= encryptedAlert:
-		return "encrypted alert", true
-	}
-	return "", false
-}
-
-func (c *mitmClientConn) sinceFlight() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.since() - c.flightAt
 }
 
 // serveOne serves HTTP/1.x on one connection with srv and returns when

@@ -25,6 +25,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 )
 
 // mitmProxyWith starts a decrypting proxy with cfg edited by edit; it
@@ -114,7 +115,7 @@ func TestMITMHTTP2(t *testing.T) {
 	}
 
 	// curl --http2, as a user would run it.
-	curl := needTool(t, "curl")
+	curl := testtool.Need(t, "curl")
 	out, err := exec.Command(curl, "-sS", "--http2", "--noproxy", "", "-x", "http://"+h.addr, "--cacert", caPEM(t, mca),
 		"-o", "/dev/null", "-w", "%{http_version}", target+"/curl").CombinedOutput()
 	if err != nil || string(out) != "2" {
@@ -226,8 +227,8 @@ func TestMITMPinningAutoPassthrough(t *testing.T) {
 	}
 	c.Close()
 	ev := h.event()
-	if ev.TLS == nil || ev.TLS.ClientRejected == nil || ev.TLS.ClientRejected.Likely != "pinning" || ev.TLS.ClientRejected.Alert != "bad_certificate" {
-		t.Fatalf("event tls %+v error %q: want client_rejected, likely pinning", ev.TLS, ev.Error)
+	if cr := ev.TLS.ClientRejected; cr == nil || cr.Likely != "pinning" || cr.AlertCode == nil || *cr.AlertCode != 42 {
+		t.Fatalf("client_rejected %+v error %q: want likely pinning after bad_certificate (42)", ev.TLS.ClientRejected, ev.Error)
 	}
 	// Now the host goes through untouched, and the pin holds.
 	raw = h.connect(target)
@@ -244,7 +245,7 @@ func TestMITMPinningAutoPassthrough(t *testing.T) {
 // TestMITMUntrustedCA: curl without the proxy's CA refuses its leaf; the
 // event says so (a client that never accepted a leaf: untrusted_ca).
 func TestMITMUntrustedCA(t *testing.T) {
-	curl := needTool(t, "curl")
+	curl := testtool.Need(t, "curl")
 	h, _ := mitmProxyWith(t, nil, Options{})
 	target := h2Server(t, h, func(w http.ResponseWriter, r *http.Request) {})
 	out, err := exec.Command(curl, "-sS", "--noproxy", "", "-x", "http://"+h.addr, target+"/").CombinedOutput()
@@ -347,8 +348,8 @@ func TestMITMServerRefusesHandshake(t *testing.T) {
 // TestMITMKeyLog: the key log lets tshark decrypt a capture of both legs;
 // the request's path is found in it.
 func TestMITMKeyLog(t *testing.T) {
-	tshark := needTool(t, "tshark")
-	dumpcap := needTool(t, "dumpcap")
+	tshark := testtool.Need(t, "tshark")
+	dumpcap := testtool.Need(t, "dumpcap")
 	keylog := filepath.Join(t.TempDir(), "keys.log")
 	kf, err := os.OpenFile(keylog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {

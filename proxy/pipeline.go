@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/stream"
@@ -27,6 +28,7 @@ type pipeline struct {
 	log     *zap.Logger
 	lim     config.Limits
 	dialer  *timing.Dialer
+	policy  *access.Policy
 	inspect *inspector
 	mitm    *mitmLayer // nil when MITM is off
 	conns   *connTracker
@@ -77,7 +79,7 @@ func (p *pipeline) serve(st *stream.Stream, rec *record) {
 	defer func() { rec.finish(t.build(p, st)) }()
 
 	t.dialAt = rec.since()
-	d, err := p.dialer.Dial(p.conns.base, st.Target)
+	d, err := p.dialerFor(st.Client).Dial(p.conns.base, st.Target)
 	t.dial = d
 	if err != nil {
 		t.err = err
@@ -106,7 +108,10 @@ func (p *pipeline) serve(st *stream.Stream, rec *record) {
 	}
 	t.relay = r
 	earlyFed := false
-	if p.mitm != nil {
+	if !p.out.recorded(rec.ev.Target) {
+		// Out of capture scope: relayed, not inspected, no event.
+		t.tracker.Stop()
+	} else if p.mitm != nil {
 		h := readHello(client, early, t.tracker, p.lim.HelloTimeout, rec.since)
 		early, earlyFed = h.bytes, true
 		if h.timedOut {
@@ -161,6 +166,14 @@ func (p *progress) update() {
 	}
 }
 
+// dialerFor is the dialer for one client's streams: the access policy
+// checks every address a name resolves to, as that client may reach it.
+func (p *pipeline) dialerFor(client netip.AddrPort) *timing.Dialer {
+	d := *p.dialer
+	d.Deny = p.policy.DenyFor("tcp", client)
+	return &d
+}
+
 // target is what the event shows as the stream's target: the name the
 // client looked up, when the source knows it, else what it asked for.
 func target(st *stream.Stream) string {
@@ -196,7 +209,7 @@ func (t *tunnelState) build(p *pipeline, st *stream.Stream) func(ev *event.Event
 		end := t.rec.since()
 		var up, down int64
 		if r := t.relay; r != nil {
-			up, down = r.bytes[0].Load(), r.bytes[1].Load()
+			up, down = r.sent(tlsinfo.ClientToServer), r.sent(tlsinfo.ServerToClient)
 			if r.err != nil && t.err == nil {
 				t.err = r.err
 			}
@@ -235,6 +248,7 @@ func tcpFacts(d *timing.Dialed, dialAt time.Duration, cl *timing.Close, up, down
 		t.RemoteAddr = d.Remote.String()
 		t.ConnectAt = timing.MS(dialAt + d.ConnectedAt)
 	}
+	t.Attempts = timing.EventAttempts(d.Attempts, dialAt)
 	snap := cl.Snapshot()
 	t.FirstFIN, t.RST, t.RSTCause, t.Timeout, t.History = snap.FirstFIN, snap.RST, snap.RSTCause, snap.Timeout, snap.History
 	if v, ok := snap.FIN[event.SideClient]; ok {

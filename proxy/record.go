@@ -51,6 +51,10 @@ type Checker interface {
 // emitter finishes events: the verdict, the observers, the sink, the one
 // log line. It is shared by every record.
 type emitter struct {
+	// recorded says whether a target's connections are recorded
+	// (capture.only_hosts / ignore_hosts); out of scope they are proxied
+	// and leave no event.
+	recorded  func(target string) bool
 	checker   Checker
 	observers []Observer
 	live      Live
@@ -64,6 +68,9 @@ func (e *emitter) opened(kind string) {
 }
 
 func (e *emitter) emit(ev *event.Event, log *zap.Logger) {
+	if !e.recorded(ev.Target) {
+		return
+	}
 	if e.checker != nil {
 		e.checker.Check(ev)
 	}
@@ -135,8 +142,9 @@ func (r *record) setKind(kind, target string) {
 }
 
 // markOpened tells the observers once, with the stream's kind; r.mu held.
+// Out of capture scope, nobody is told: the stream leaves no trace.
 func (r *record) markOpened() {
-	if !r.opened {
+	if !r.opened && r.out.recorded(r.ev.Target) {
 		r.out.opened(r.ev.Kind)
 	}
 	r.opened = true
@@ -178,6 +186,10 @@ func (r *record) publish(phase string) {
 		return
 	}
 	r.mu.Lock()
+	if !r.out.recorded(r.ev.Target) {
+		r.mu.Unlock()
+		return
+	}
 	ev := r.ev
 	ev.HTTP = append([]event.HTTP(nil), ev.HTTP...)
 	r.mu.Unlock()

@@ -38,6 +38,9 @@ type relay struct {
 	fed func()
 
 	bytes [2]atomic.Int64 // by direction: up, down
+	// unsent is, by direction, what a reset discarded from the socket it
+	// was written into: counted as written, it never reached the wire.
+	unsent [2]atomic.Int64
 	// afterFIN counts bytes written into a side after its FIN arrived, as
 	// far as the copy loops know; sentAtFIN is what the kernel had sent
 	// into that socket when its FIN arrived, for the splice path: if that
@@ -67,6 +70,12 @@ func newRelay(client stream.Conn, server *net.TCPConn, tr *tlsinfo.Tracker, lim 
 	r.sentAtFIN[0].Store(-1)
 	r.sentAtFIN[1].Store(-1)
 	return r
+}
+
+// sent is what went through a direction on the wire: what was written,
+// less what a reset discarded before it was sent.
+func (r *relay) sent(dir tlsinfo.Direction) int64 {
+	return max(r.bytes[dir].Load()-r.unsent[dir].Load(), 0)
 }
 
 // sides of a relay, indexing afterFIN and unwatch.
@@ -437,9 +446,36 @@ func (r *relay) abort() {
 		return
 	}
 	r.stopWatches()
+	r.beforeReset()
 	_ = r.client.Abort()
 	_ = r.server.SetLinger(0)
 	_ = r.server.Close()
+}
+
+// beforeReset reads from the kernel what a reset is about to discard, so
+// the event keeps what happened on the wire: a FIN that arrived on a side
+// nobody was reading any more, and data written into a socket but never
+// sent (the reset drops it: it never left the proxy).
+func (r *relay) beforeReset() {
+	at := r.since()
+	for side, c := range [2]*net.TCPConn{r.clientTCP, r.server} {
+		if c == nil {
+			continue
+		}
+		si, ok := timing.Info(c)
+		if !ok {
+			continue
+		}
+		if si.PeerFIN && !r.close.HasFIN(sideName(side)) {
+			r.close.FIN(sideName(side), at)
+		}
+		// Data written into side's socket flows in the direction toward it.
+		dir := tlsinfo.ServerToClient
+		if side == serverSide {
+			dir = tlsinfo.ClientToServer
+		}
+		r.unsent[dir].Store(int64(si.NotSent))
+	}
 }
 
 // proxyCut is the proxy ending the stream itself (a timeout, shutdown).
@@ -449,6 +485,7 @@ func (r *relay) proxyCut(timeout, cause string) {
 	}
 	r.close.Timeout(timeout)
 	r.close.RST(event.SideProxy, cause)
+	r.tracker.Cut(r.since())
 	r.abort()
 }
 

@@ -1,17 +1,22 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"io"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
+	"github.com/inspectproxy/inspectproxy/stream"
+	"github.com/inspectproxy/inspectproxy/timing"
+	"github.com/inspectproxy/inspectproxy/tlsinfo"
 )
 
 // serverSendsAndCloses is issue 9's server: accept, read, send 5000 B,
@@ -181,4 +186,76 @@ func TestLivePhases(t *testing.T) {
 	if got := strings.Join(live.phases, " "); got != want {
 		t.Errorf("phases %q, want %q", got, want)
 	}
+}
+
+// Issue 9, finding 8: once the hello wait is over, inspection is over in
+// both directions: the server's 4 MiB go in bulk (splice), not through
+// the tracker chunk by chunk.
+func TestHelloTimeoutSplicesBothWays(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pair := func() (*net.TCPConn, *net.TCPConn) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.(*net.TCPConn), s.(*net.TCPConn)
+	}
+	client, proxyClient := pair() // the client and the proxy's end of it
+	proxyServer, server := pair() // the proxy's upstream and the server
+	defer client.Close()
+	defer server.Close()
+	lim := config.Default().Limits
+	lim.HelloTimeout = 50 * time.Millisecond
+	start := time.Now()
+	r := newRelay(stream.TCP{TCPConn: proxyClient}, proxyServer, tlsinfo.NewTracker(0), lim,
+		func() time.Duration { return time.Since(start) }, func(any, func()) func() { return func() {} }, &timing.Close{})
+	var feeds atomic.Int64
+	r.fed = func() { feeds.Add(1) }
+	done := make(chan struct{})
+	go func() { r.run(nil, false); close(done) }()
+	time.Sleep(100 * time.Millisecond) // the client says nothing: the hello wait ends
+	// The server then sends a TLS 1.3 ServerHello and 4 MiB of encrypted
+	// records, which a tracker still inspecting would follow chunk by
+	// chunk, waiting for the client's Finished.
+	records := append(serverHello13(), bytes.Repeat(append([]byte{0x17, 0x03, 0x03, 0x40, 0x00}, make([]byte, 1<<14)...), 256)...)
+	go func() {
+		_, _ = server.Write(records)
+		_ = server.CloseWrite()
+	}()
+	if n, err := io.Copy(io.Discard, client); n != int64(len(records)) || err != nil {
+		t.Fatalf("client read %d, %v", n, err)
+	}
+	_ = client.CloseWrite()
+	_, _ = io.Copy(io.Discard, server)
+	<-done
+	// fed runs once per chunk inspected, and once at the first FIN: 4 MiB
+	// read chunk by chunk would be over a hundred.
+	if n := feeds.Load(); n > 2 {
+		t.Errorf("fed %d times after the hello wait; want the one chunk already read and the first FIN", n)
+	}
+	if !r.helloWait.Load() {
+		t.Error("hello wait not recorded")
+	}
+}
+
+// serverHello13 is a TLS 1.3 ServerHello record (TLS_AES_128_GCM_SHA256,
+// an X25519 key share) as RFC 8446 lays it out.
+func serverHello13() []byte {
+	exts := []byte{0x00, 0x2b, 0x00, 0x02, 0x03, 0x04, 0x00, 0x33, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20}
+	exts = append(exts, make([]byte, 32)...)
+	body := []byte{0x03, 0x03}
+	body = append(body, make([]byte, 32)...)    // random
+	body = append(body, 0x00, 0x13, 0x01, 0x00) // no session id, the suite, no compression
+	body = append(body, byte(len(exts)>>8), byte(len(exts)))
+	body = append(body, exts...)
+	msg := append([]byte{0x02, 0x00, byte(len(body) >> 8), byte(len(body))}, body...)
+	return append([]byte{0x16, 0x03, 0x03, byte(len(msg) >> 8), byte(len(msg))}, msg...)
 }

@@ -16,14 +16,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/socks5"
 	"github.com/inspectproxy/inspectproxy/stream"
 	"github.com/inspectproxy/inspectproxy/timing"
 )
@@ -36,13 +36,12 @@ type Server struct {
 	pipe  *pipeline
 	http  *httpSource
 
+	policy   *access.Policy
+	socks    net.Listener
+	socksSrc *socksSource
+
 	idPrefix string
 	nextID   atomic.Uint64
-
-	selfMu sync.RWMutex
-	// self are the proxy's own listening addresses, which no stream may
-	// target (a loop).
-	self []string
 }
 
 // Options are the parts of a Server that are not configuration values.
@@ -61,9 +60,13 @@ type Options struct {
 	// KeyLog, optional, receives the TLS secrets of both legs of every
 	// decrypted stream (NSS key log format).
 	KeyLog io.Writer
-	// Self lists other addresses of this process (the admin listener)
-	// that streams may not target.
-	Self []string
+	// Self lists the addresses of this process's other listeners (admin,
+	// console, WireGuard), which no stream may target (a loop).
+	Self []net.Addr
+	// SOCKS, optional, is a bound SOCKS5 listener served with the proxy.
+	SOCKS net.Listener
+	// Resolver, optional, resolves upstream names (default: the system's).
+	Resolver *net.Resolver
 }
 
 // New builds a Server. It does not listen yet.
@@ -78,27 +81,26 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	pol, err := access.New(cfg.Access)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range o.Self {
+		pol.AddSelf(a)
+	}
 	s := &Server{
 		cfg:      cfg,
 		log:      o.Log,
 		conns:    newConnTracker(connectionCap(cfg.Limits.MaxConnections, o.Log)),
+		policy:   pol,
 		idPrefix: randomHex(3),
-		self:     o.Self,
+		socks:    o.SOCKS,
 	}
-	deny := prefixes(cfg.Access.DenyDestinations)
-	dialer := &timing.Dialer{Timeout: cfg.Limits.DialTimeout, Deny: func(ap netip.AddrPort) error {
-		if p, ok := matchPrefix(deny, ap.Addr()); ok {
-			return fmt.Errorf("in access.deny_destinations %s", p)
-		}
-		if s.isSelf(ap) {
-			return errors.New("that is the proxy itself (a loop)")
-		}
-		return nil
-	}}
-	out := &emitter{checker: o.Checker, observers: o.Observers, live: o.Live, sink: o.Sink}
+	dialer := &timing.Dialer{Timeout: cfg.Limits.DialTimeout, Resolver: o.Resolver}
+	out := &emitter{recorded: cfg.CaptureScope().Recorded, checker: o.Checker, observers: o.Observers, live: o.Live, sink: o.Sink}
 	engine := newHTTPEngine(o.Log)
 	s.pipe = &pipeline{
-		log: o.Log, lim: cfg.Limits, dialer: dialer, inspect: insp, conns: s.conns, out: out, newID: s.newID,
+		log: o.Log, lim: cfg.Limits, dialer: dialer, policy: pol, inspect: insp, conns: s.conns, out: out, newID: s.newID,
 		bounds: recordBounds{
 			maxRequests: cfg.Limits.MaxRecordedRequests, maxURL: cfg.Limits.MaxURLBytes,
 			maxBytes: cfg.Limits.MaxEventBytes, maxHeaders: cfg.Limits.MaxHeaderBytesRecorded,
@@ -117,9 +119,13 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		}
 		s.pipe.mitm = m
 	}
+	s.socksSrc = &socksSource{
+		log: o.Log, lim: cfg.Limits, auth: socks5.Config{Username: cfg.Access.Username, Password: cfg.Access.Password},
+		policy: pol, pipe: s.pipe, conns: s.conns,
+	}
 	s.http = &httpSource{
-		log: o.Log, lim: cfg.Limits, access: cfg.Access, allow: prefixes(cfg.Access.AllowClients),
-		pipe: s.pipe, engine: engine, conns: s.conns, dialer: dialer, secrets: cfg.MITM.RecordSecrets,
+		log: o.Log, lim: cfg.Limits, access: cfg.Access, policy: pol,
+		pipe: s.pipe, engine: engine, conns: s.conns, secrets: cfg.MITM.RecordSecrets,
 	}
 	return s, nil
 }
@@ -128,13 +134,9 @@ func New(cfg config.Config, o Options) (*Server, error) {
 // listener (SOCKS5, WireGuard) and writes its event.
 func (s *Server) ServeStream(st *stream.Stream) { s.pipe.Serve(st) }
 
-// AddSelf registers another address of this process (a listener opened
-// later) that streams may not target.
-func (s *Server) AddSelf(addr string) {
-	s.selfMu.Lock()
-	defer s.selfMu.Unlock()
-	s.self = append(s.self, addr)
-}
+// AddSelf registers another listener of this process (opened later) that
+// no stream may target; the returned func unregisters it.
+func (s *Server) AddSelf(addr net.Addr) (remove func()) { return s.policy.AddSelf(addr) }
 
 // fdsPerConn is what one tunnel can hold: two sockets and, while both
 // directions splice, a pipe pair each.
@@ -180,7 +182,22 @@ func (s *Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
 
 // Serve is Run on an existing listener, which Serve closes.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func(addr net.Addr)) error {
-	s.AddSelf(ln.Addr().String())
+	if err := access.CheckBound(&s.cfg, "listen", ln.Addr()); err != nil {
+		ln.Close()
+		return err
+	}
+	s.AddSelf(ln.Addr())
+	socksDone := make(chan error, 1)
+	if s.socks != nil {
+		if err := access.CheckBound(&s.cfg, "socks.listen", s.socks.Addr()); err != nil {
+			ln.Close()
+			s.socks.Close()
+			return err
+		}
+		s.AddSelf(s.socks.Addr())
+		go func() { socksDone <- s.socksSrc.serve(s.socks) }()
+		s.log.Info("SOCKS5 listening", zap.Stringer("addr", s.socks.Addr()))
+	}
 	hs := s.http.server()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(&trackListener{Listener: ln, src: s.http}) }()
@@ -190,8 +207,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func(addr net
 	}
 	select {
 	case err := <-errc:
+		if s.socks != nil {
+			s.socks.Close()
+		}
 		return fmt.Errorf("proxy: serve: %w", err)
 	case <-ctx.Done():
+	}
+	if s.socks != nil {
+		// No SOCKS stream is admitted once its accept loop has returned.
+		s.socks.Close()
+		<-socksDone
 	}
 	return s.stop(hs, errc)
 }
@@ -223,60 +248,4 @@ func (s *Server) stop(hs *http.Server, errc chan error) error {
 		return fmt.Errorf("proxy: shutdown: %w", herr)
 	}
 	return nil
-}
-
-// prefixes parses CIDRs or addresses that Validate has already checked.
-func prefixes(list []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, c := range list {
-		p, _ := config.ParsePrefix(c)
-		out = append(out, p)
-	}
-	return out
-}
-
-// matchPrefix returns the first of ps that holds a.
-func matchPrefix(ps []netip.Prefix, a netip.Addr) (netip.Prefix, bool) {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return p, true
-		}
-	}
-	return netip.Prefix{}, false
-}
-
-// isSelf reports whether ap is one of the proxy's own listeners, checked
-// after DNS so that no name for this machine gets around it. A listener on
-// an unspecified address is every local address at its port.
-func (s *Server) isSelf(ap netip.AddrPort) bool {
-	s.selfMu.RLock()
-	defer s.selfMu.RUnlock()
-	for _, a := range s.self {
-		l, err := netip.ParseAddrPort(a)
-		if err != nil || l.Port() != ap.Port() {
-			continue
-		}
-		if l.Addr().Unmap() == ap.Addr() || (l.Addr().IsUnspecified() && isLocalAddr(ap.Addr())) {
-			return true
-		}
-	}
-	return false
-}
-
-func isLocalAddr(a netip.Addr) bool {
-	if a.IsLoopback() {
-		return true
-	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, ia := range addrs {
-		if n, ok := ia.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
-				return true
-			}
-		}
-	}
-	return false
 }

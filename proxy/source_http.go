@@ -20,10 +20,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/stream"
-	"github.com/inspectproxy/inspectproxy/timing"
 )
 
 // httpSource is the HTTP proxy listener: a CONNECT becomes a stream of the
@@ -33,11 +33,10 @@ type httpSource struct {
 	log     *zap.Logger
 	lim     config.Limits
 	access  config.Access
-	allow   []netip.Prefix
+	policy  *access.Policy
 	pipe    *pipeline
 	engine  *httpEngine
 	conns   *connTracker
-	dialer  *timing.Dialer
 	secrets bool
 }
 
@@ -124,7 +123,7 @@ func (s *httpSource) newClientConn(c *net.TCPConn, slot bool) *clientConn {
 	cc.rec = newRecord(s.pipe.newID(), time.Now(), c.RemoteAddr().String(), event.SourceHTTP, s.log, s.pipe.out, s.pipe.bounds)
 	cc.rec.release = func() { s.conns.free(slot) }
 	cc.sess = &session{rec: cc.rec, lim: s.lim, secrets: s.secrets}
-	cc.sess.dial = plainDial(cc.sess, s.dialer)
+	cc.sess.dial = plainDial(cc.sess, s.pipe.dialerFor(addrPort(c.RemoteAddr())))
 	return cc
 }
 
@@ -300,11 +299,9 @@ func (s *httpSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // admit applies the client allow-list and proxy auth. It returns 0 to go
 // on, or a status and the reason. (Destinations are checked after DNS.)
 func (s *httpSource) admit(r *http.Request) (int, string) {
-	if len(s.allow) > 0 {
-		ap, err := netip.ParseAddrPort(r.RemoteAddr)
-		if _, ok := matchPrefix(s.allow, ap.Addr().Unmap()); err != nil || !ok {
-			return http.StatusForbidden, fmt.Sprintf("client %s is not in access.allow_clients", r.RemoteAddr)
-		}
+	ap, _ := netip.ParseAddrPort(r.RemoteAddr)
+	if err := s.policy.Client(ap); err != nil {
+		return http.StatusForbidden, err.Error()
 	}
 	if s.access.Username != "" && s.access.Password != "" && !checkProxyAuth(r, s.access.Username, s.access.Password) {
 		return http.StatusProxyAuthRequired, "proxy authentication required"
@@ -348,6 +345,11 @@ func (cc *clientConn) refuse(w http.ResponseWriter, r *http.Request, code int, m
 // connection is taken from the HTTP server, and answered 200 once the
 // upstream is connected (or with the refusal).
 func (s *httpSource) connect(cc *clientConn, w http.ResponseWriter, r *http.Request) {
+	target, err := access.ParseAuthority(r.Host)
+	if err != nil {
+		cc.refuse(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
 	cc.rec.setKind(event.KindTunnel, r.Host)
 	_, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -375,7 +377,7 @@ func (s *httpSource) connect(cc *clientConn, w http.ResponseWriter, r *http.Requ
 	st := &stream.Stream{
 		Source: event.SourceHTTP,
 		Client: addrPort(raw.RemoteAddr()),
-		Target: r.Host,
+		Target: target.String(),
 		Start:  cc.rec.start,
 		ID:     cc.rec.ev.ID,
 		Accept: func(netip.AddrPort) (stream.Conn, []byte, error) {

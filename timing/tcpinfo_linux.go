@@ -25,6 +25,9 @@ type SockInfo struct {
 	// included), NotSent those written but not sent yet.
 	BytesSent uint64
 	NotSent   uint32
+	// Retransmits counts segments retransmitted over the connection's
+	// life, the SYN included.
+	Retransmits uint32
 }
 
 // Info reads TCP_INFO for c. ok is false where the kernel does not say.
@@ -39,13 +42,14 @@ func Info(c *net.TCPConn) (info SockInfo, ok bool) {
 		return info, false
 	}
 	return SockInfo{
-		Closed:    ti.State == unix.BPF_TCP_CLOSE,
-		PeerFIN:   ti.State == unix.BPF_TCP_CLOSE_WAIT || ti.State == unix.BPF_TCP_LAST_ACK || ti.State == unix.BPF_TCP_CLOSING || ti.State == unix.BPF_TCP_TIME_WAIT,
-		SinceRecv: time.Duration(ti.Last_data_recv) * time.Millisecond,
-		Unacked:   ti.Unacked,
-		RTT:       time.Duration(ti.Rtt) * time.Microsecond,
-		BytesSent: ti.Bytes_sent,
-		NotSent:   ti.Notsent_bytes,
+		Closed:      ti.State == unix.BPF_TCP_CLOSE,
+		PeerFIN:     ti.State == unix.BPF_TCP_CLOSE_WAIT || ti.State == unix.BPF_TCP_LAST_ACK || ti.State == unix.BPF_TCP_CLOSING || ti.State == unix.BPF_TCP_TIME_WAIT,
+		SinceRecv:   time.Duration(ti.Last_data_recv) * time.Millisecond,
+		Unacked:     ti.Unacked,
+		RTT:         time.Duration(ti.Rtt) * time.Microsecond,
+		BytesSent:   ti.Bytes_sent,
+		NotSent:     ti.Notsent_bytes,
+		Retransmits: ti.Total_retrans,
 	}, true
 }
 

@@ -9,13 +9,14 @@ import (
 
 // SockInfo is what the kernel knows of a TCP socket.
 type SockInfo struct {
-	Closed    bool
-	PeerFIN   bool
-	SinceRecv time.Duration
-	Unacked   uint32
-	RTT       time.Duration
-	BytesSent uint64
-	NotSent   uint32
+	Closed      bool
+	PeerFIN     bool
+	SinceRecv   time.Duration
+	Unacked     uint32
+	RTT         time.Duration
+	BytesSent   uint64
+	NotSent     uint32
+	Retransmits uint32
 }
 
 // Info is only implemented on Linux; elsewhere ok is false and callers

@@ -3,30 +3,24 @@ package timing
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 )
 
 func listen(t *testing.T) (string, net.Listener) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	ln := serve(t, "127.0.0.1:0")
 	return ln.Addr().String(), ln
+}
+
+// serve accepts on addr and holds connections until the test ends.
+func serve(t *testing.T, addr string) net.Listener {
+	return testnet.Listen(t, addr, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 }
 
 func TestDial(t *testing.T) {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/inspectproxy/inspectproxy/access"
+	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 )
@@ -423,12 +425,14 @@ func TestQUIC(t *testing.T) {
 // destination policy refuses some.
 func TestUDP(t *testing.T) {
 	denied := netip.AddrPortFrom(upstream(3), 7)
+	// The access rules serve calls for UDP, with a deny list.
+	policy, err := access.New(config.Access{DenyDestinations: []string{denied.Addr().String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	env := testServer(t, func(o *Options) {
-		o.CheckDestination = func(_ netip.Addr, dst netip.AddrPort) error {
-			if dst == denied {
-				return fmt.Errorf("access: %s is in access.deny_destinations", dst)
-			}
-			return nil
+		o.CheckDestination = func(client netip.Addr, dst netip.AddrPort) error {
+			return policy.Destination("udp", netip.AddrPortFrom(client, 0), dst)
 		}
 	})
 	c := newClient(t, env.config(t, "phone"))

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,7 +28,12 @@ import (
 
 // Main runs the command line and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRoot(ctx, stdout, stderr)
+	return MainIO(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// MainIO is Main with standard input given, which "report -" reads.
+func MainIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(ctx, stdin, stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "inspectproxy:", err)
@@ -36,10 +42,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
+func newRoot(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	serve := newServe(stderr, nil)
 	root := &cobra.Command{
 		Use:           "inspectproxy",
+		Version:       version(),
 		Short:         "A forwarding proxy that shows how HTTPS is layered on TCP, connection by connection",
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -50,7 +57,7 @@ func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.Flags().AddFlagSet(serve.Flags())
 	root.AddCommand(serve)
-	root.AddCommand(extraCommands(stdout, stderr)...)
+	root.AddCommand(extraCommands(stdin, stdout, stderr)...)
 	return root
 }
 
@@ -69,21 +76,40 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.String("events", "", `events file, JSON lines, "-" for stdout (default inspect-events.jsonl)`)
 	f.String("log-format", "", "console or json (default console)")
 	f.String("log-level", "", "debug, info, warn or error (default info)")
-	f.StringSlice("allow-clients", nil, "client networks allowed, CIDR (required to listen beyond loopback, or use proxy auth)")
+	f.StringSlice("allow-clients", nil, "client networks allowed, CIDR (clients on this host always are; required to listen beyond loopback, or use proxy auth)")
 	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
 	f.String("keylog", "", "with MITM: append both legs' TLS secrets to this file (NSS key log, for Wireshark; default $SSLKEYLOGFILE)")
+	f.String("ui", "", `live web console address (default 127.0.0.1:8081; "" switches it off)`)
+	f.StringSlice("pac-direct", nil, "host patterns the PAC file sends DIRECT, e.g. '*.apple.com'")
+	f.StringSlice("extra-roots", nil, "PEM files of root CAs trusted besides the system's (a private CA), for chain verification and ATS")
+	f.StringSlice("ignore-hosts", nil, `hosts never recorded, globs ("*.apple.com"); they are still proxied`)
+	f.StringSlice("only-hosts", nil, "record only connections to hosts matching these globs")
+	proxyAuth := f.String("proxy-auth", "", "USER:PASSWORD for proxy Basic auth (access.username/password; visible in ps: prefer the config file or INSPECTPROXY_ACCESS_PASSWORD)")
+	f.String("socks", "", "SOCKS5 listener address, e.g. 127.0.0.1:1080 (off by default; same access rules as --listen)")
+	f.Bool("allow-local-destinations", false, "let clients on other hosts reach this host's own addresses (loopback, link-local, its interfaces)")
 	f.String("wireguard", "", `WireGuard mode: capture whole devices on this UDP address, e.g. ":51820" (add devices with: inspectproxy wireguard peer add NAME)`)
 	f.String("wireguard-quic", "", "WireGuard mode, UDP 443: refuse (ICMP unreachable, apps fall back to TCP) or pass (default refuse)")
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events.path", "log-format": "log.format", "log-level": "log.level",
 		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
+		"ui": "ui.listen", "pac-direct": "onboard.pac_direct",
+		"extra-roots": "tls.extra_roots", "ignore-hosts": "capture.ignore_hosts", "only-hosts": "capture.only_hosts",
+		"socks": "socks.listen", "allow-local-destinations": "access.allow_local_destinations",
 		"wireguard": "wireguard.listen", "wireguard-quic": "wireguard.quic",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *proxyAuth != "" {
+			user, pass, ok := strings.Cut(*proxyAuth, ":")
+			if !ok || user == "" || pass == "" {
+				return fmt.Errorf("--proxy-auth: want USER:PASSWORD, both non-empty")
+			}
+			v.Set("access.username", user)
+			v.Set("access.password", pass)
+		}
 		cfg, err := config.Load(v, *file)
 		if err != nil {
 			return err
@@ -128,6 +154,14 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	defer ln.Close() // Serve closes it too; this is for the error paths
 	var opts proxy.Options
+	if cfg.Socks.Listen != "" {
+		sl, err := net.Listen("tcp", cfg.Socks.Listen)
+		if err != nil {
+			return fmt.Errorf("--socks (socks.listen) %s: %w", cfg.Socks.Listen, err)
+		}
+		defer sl.Close()
+		opts.SOCKS = sl
+	}
 	opt, err := addOptional(cfg, log, &opts)
 	defer func() { _ = opt.close() }()
 	if err != nil {
@@ -139,6 +173,10 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	defer closeEvents(sink, cfg.Events.CloseTimeout, log)
 	opts.Log, opts.Sink = log, sink
+	u, err := startUI(ctx, cfg, log, opt.ca, &opts)
+	if err != nil {
+		return err
+	}
 	srv, err := proxy.New(cfg, opts)
 	if err != nil {
 		return err
@@ -152,15 +190,18 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 		}()
 	}
 	defer reopenOnHUP(sink, log)()
-	// The access package's destination check for UDP goes in the last
-	// argument once it lands (TCP flows are checked by the pipeline).
 	waitWG, err := startWireGuard(ctx, cfg, log, func(e *event.Event) { _ = sink.Write(e) },
-		func(_ context.Context, st *stream.Stream) { srv.ServeStream(st) }, nil)
+		func(_ context.Context, st *stream.Stream) { srv.ServeStream(st) })
 	if err != nil {
 		return err
 	}
 	// Both stop when ctx ends; the events file closes after both.
-	return errors.Join(srv.Serve(ctx, ln, ready), waitWG())
+	return errors.Join(srv.Serve(ctx, ln, func(a net.Addr) {
+		u.announce(log, a)
+		if ready != nil {
+			ready(a)
+		}
+	}), waitWG())
 }
 
 // reopenWait bounds a reopen: a writer stalled on the disk must not hold

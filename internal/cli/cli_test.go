@@ -81,6 +81,19 @@ func TestServeRefusesOpenProxy(t *testing.T) {
 	}
 }
 
+func TestServeRefusesOpenSOCKS(t *testing.T) {
+	for _, args := range [][]string{
+		{"--socks", "0.0.0.0:0"},
+		{"--socks", "localhost:0"}, // a name is not trusted to be loopback
+	} {
+		var stderr bytes.Buffer
+		code := Main(context.Background(), append(args, "--allow-local-destinations", "--events", filepath.Join(t.TempDir(), "e")), io.Discard, &stderr)
+		if code == 0 || !strings.Contains(stderr.String(), `socks.listen "`+args[1]+`" is not a loopback address`) {
+			t.Errorf("%v: code %d, stderr %q", args, code, stderr.String())
+		}
+	}
+}
+
 // TestPortInUseCreatesNoEventsFile: the listeners are bound before the
 // events file is opened, so a failed start leaves nothing behind.
 func TestPortInUseCreatesNoEventsFile(t *testing.T) {

@@ -1,11 +1,15 @@
 package cli
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -18,8 +22,8 @@ import (
 )
 
 // extraCommands are the report, ats, ca and wireguard commands.
-func extraCommands(stdout, stderr io.Writer) []*cobra.Command {
-	return []*cobra.Command{newCA(stdout, stderr), newATS(stdout), newReport(stdout, stderr), newWireGuard(stdout, stderr)}
+func extraCommands(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Command {
+	return []*cobra.Command{newCA(stdout, stderr), newATS(stdin, stdout), newReport(stdin, stdout, stderr), newWireGuard(stdout, stderr)}
 }
 
 // keylogPath is mitm.keylog (--keylog), else $SSLKEYLOGFILE, as browsers
@@ -79,14 +83,25 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := ca.Load(dir)
+			// Export needs the certificate only, never the key.
+			path := filepath.Join(dir, ca.CertFile)
+			b, err := os.ReadFile(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("ca export: no CA in %s: run `inspectproxy ca init` first", dir)
+			}
 			if err != nil {
-				return err
+				return fmt.Errorf("ca export: %w", err)
+			}
+			block, _ := pem.Decode(b)
+			if block == nil || block.Type != "CERTIFICATE" {
+				return fmt.Errorf("ca export: %s holds no CERTIFICATE PEM block", path)
 			}
 			if der {
-				return c.WriteDER(stdout)
+				_, err = stdout.Write(block.Bytes)
+			} else {
+				err = pem.Encode(stdout, block)
 			}
-			return c.WritePEM(stdout)
+			return err
 		},
 	}
 	export.Flags().BoolVar(&der, "der", false, "DER instead of PEM (what iOS and Android install from a download)")
@@ -97,6 +112,7 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 // optional is what addOptional opened: the metrics and their listener,
 // served once the events file is open, and what close must close.
 type optional struct {
+	ca      *x509.Certificate // the MITM CA, nil when MITM is off
 	metrics *metrics.Metrics
 	admin   net.Listener
 	closers []func() error
@@ -138,18 +154,19 @@ func addOptional(cfg config.Config, log *zap.Logger, o *proxy.Options) (*optiona
 			log.Warn("TLS secrets of decrypted connections are written to the key log: whoever reads it can decrypt them", zap.String("keylog", path))
 		}
 		o.MITM = iss
+		opt.ca = c.Certificate()
 		log.Info("MITM on", zap.Bool("all_hosts", cfg.MITM.Enabled), zap.Strings("hosts", cfg.MITM.Hosts), zap.String("ca", c.Fingerprint()))
 	}
 	if cfg.Admin.Listen != "" {
 		ln, err := metrics.Listen(cfg.Admin.Listen, false)
 		if err != nil {
-			return opt, err
+			return opt, fmt.Errorf("--admin (admin.listen): %w", err)
 		}
 		// Serve closes it too; this is for the paths that never serve.
 		opt.closers = append(opt.closers, func() error { _ = ln.Close(); return nil })
 		opt.metrics, opt.admin = metrics.New(), ln
 		o.Observers = append(o.Observers, opt.metrics)
-		o.Self = append(o.Self, ln.Addr().String())
+		o.Self = append(o.Self, ln.Addr())
 		log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
 	}
 	return opt, nil

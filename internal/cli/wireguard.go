@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/viper"
 	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/stream"
@@ -187,13 +188,19 @@ func newWireGuard(stdout, stderr io.Writer) *cobra.Command {
 }
 
 // startWireGuard runs the WireGuard server beside the proxy when
-// wireguard.listen is set; handle is the pipeline's stream handler and
-// check the destination policy for UDP. wait blocks until the server
-// has stopped (after ctx ends) and every flow's event is written.
+// wireguard.listen is set; handle is the pipeline's stream handler, which
+// checks TCP destinations. UDP destinations are checked here by the same
+// access rules, with the WireGuard port as the proxy's own. wait blocks
+// until the server has stopped (after ctx ends) and every flow's event is
+// written.
 func startWireGuard(ctx context.Context, cfg config.Config, log *zap.Logger, emit func(*event.Event),
-	handle func(context.Context, *stream.Stream), check func(netip.Addr, netip.AddrPort) error) (wait func() error, err error) {
+	handle func(context.Context, *stream.Stream)) (wait func() error, err error) {
 	if cfg.WireGuard.Listen == "" {
 		return func() error { return nil }, nil
+	}
+	udpPolicy, err := access.New(cfg.Access)
+	if err != nil {
+		return nil, err
 	}
 	s := newWGSetup(cfg)
 	w := cfg.WireGuard
@@ -201,11 +208,15 @@ func startWireGuard(ctx context.Context, cfg config.Config, log *zap.Logger, emi
 		Listen: w.Listen, Store: s.store, Network: s.network, Network6: s.network6, MTU: w.MTU, QUIC: w.QUIC,
 		MaxConnections: w.MaxConnections, MaxConnectionsPerPeer: w.MaxConnectionsPerPeer,
 		UDPIdleTimeout: w.UDPIdleTimeout, LookupTimeout: cfg.Limits.DialTimeout, ShutdownGrace: cfg.Limits.ShutdownGrace,
-		Handler: handle, Emit: emit, CheckDestination: check, Log: log.Named("wireguard"),
+		Handler: handle, Emit: emit, Log: log.Named("wireguard"),
+		CheckDestination: func(client netip.Addr, dst netip.AddrPort) error {
+			return udpPolicy.Destination("udp", netip.AddrPortFrom(client, 0), dst)
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
+	udpPolicy.AddSelf(&net.UDPAddr{Port: int(srv.Port())})
 	peers, err := s.store.Peers()
 	if err != nil {
 		return nil, err

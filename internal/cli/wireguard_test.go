@@ -3,11 +3,9 @@ package cli
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -67,26 +65,11 @@ func TestServeWireGuardFlags(t *testing.T) {
 }
 
 // TestServeWireGuard starts serve with the WireGuard mode beside the
-// proxy, as a user does, and stops it.
+// proxy, as a user does.
 func TestServeWireGuard(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("INSPECTPROXY_MITM_DATA_DIR", dir)
-	ready := make(chan net.Addr, 1)
-	var stderr syncBuffer
-	cmd := newServe(&stderr, func(a net.Addr) { ready <- a })
-	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--events", filepath.Join(dir, "events.jsonl"), "--wireguard", "127.0.0.1:0", "--wireguard-quic", "pass"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("serve exited: %v\n%s", err, stderr.String())
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("serve: %v\n%s", err, stderr.String())
-	}
+	stderr := serveWith(t, "--ui", "", "--wireguard", "127.0.0.1:0", "--wireguard-quic", "pass")
 	for _, want := range []string{"WireGuard listening", `"quic": "pass"`, "inspectproxy wireguard peer add phone"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, stderr.String())
@@ -95,23 +78,4 @@ func TestServeWireGuard(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "wireguard", "server.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("server key: %v %v", fi, err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's and the test's
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
