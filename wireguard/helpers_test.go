@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,13 +18,13 @@ import (
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
-	"golang.org/x/net/dns/dnsmessage"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testdns"
 	"github.com/inspectproxy/inspectproxy/proxy"
 	"github.com/inspectproxy/inspectproxy/stream"
 )
@@ -152,19 +151,16 @@ type testEnv struct {
 func testServer(t testing.TB, tweak func(*Options)) *testEnv {
 	t.Helper()
 	env := &testEnv{store: NewStore(t.TempDir()), events: newSink()}
-	dns := startDNSServer(t, map[string][]netip.Addr{
-		"api.example.test.": {upstream(1)},
-		"v6only.test.":      {netip.MustParseAddr("2001:db8::1")},
+	dns := testdns.Start(t, map[string][]netip.Addr{
+		"api.example.test": {upstream(1)},
+		"v6only.test":      {netip.MustParseAddr("2001:db8::1")},
 	})
 	opts := Options{
-		Listen:  "127.0.0.1:0",
-		Store:   env.store,
-		Network: netip.MustParsePrefix("10.64.0.0/24"),
-		Emit:    env.events.emit,
-		Resolver: &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, dns)
-		}},
+		Listen:         "127.0.0.1:0",
+		Store:          env.store,
+		Network:        netip.MustParsePrefix("10.64.0.0/24"),
+		Emit:           env.events.emit,
+		Resolver:       dns.Resolver(),
 		UDPIdleTimeout: 500 * time.Millisecond,
 		ShutdownGrace:  2 * time.Second,
 	}
@@ -293,54 +289,4 @@ func b64hex(t testing.TB, s string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// startDNSServer is an authoritative DNS server on loopback for the
-// host's resolver: the names given, NXDOMAIN for others.
-func startDNSServer(t testing.TB, zone map[string][]netip.Addr) string {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			addrs, known := zone[strings.ToLower(q.Name.String())]
-			rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
-			if !known {
-				rh.RCode = dnsmessage.RCodeNameError
-			}
-			b := dnsmessage.NewBuilder(nil, rh)
-			_ = b.StartQuestions()
-			_ = b.Question(q)
-			_ = b.StartAnswers()
-			for _, a := range addrs {
-				r := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 30}
-				switch {
-				case a.Is4() && q.Type == dnsmessage.TypeA:
-					_ = b.AResource(r, dnsmessage.AResource{A: a.As4()})
-				case a.Is6() && q.Type == dnsmessage.TypeAAAA:
-					_ = b.AAAAResource(r, dnsmessage.AAAAResource{AAAA: a.As16()})
-				}
-			}
-			if msg, err := b.Finish(); err == nil {
-				_, _ = pc.WriteTo(msg, from)
-			}
-		}
-	}()
-	return pc.LocalAddr().String()
 }
