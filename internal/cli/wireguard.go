@@ -19,6 +19,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/onboard"
 	"github.com/inspectproxy/inspectproxy/stream"
 	"github.com/inspectproxy/inspectproxy/wireguard"
 )
@@ -50,37 +51,19 @@ func (s wgSetup) endpoint() (string, error) {
 		_, port, _ = net.SplitHostPort(s.cfg.Listen)
 	}
 	if s.cfg.Endpoint == "" {
-		lan, err := lanAddr()
+		lan, err := onboard.LANAddrs(net.JoinHostPort("0.0.0.0", port))
 		if err != nil {
 			return "", err
 		}
-		return net.JoinHostPort(lan.String(), port), nil
+		if len(lan) == 0 {
+			return "", errors.New("wireguard: no LAN IPv4 address found; set wireguard.endpoint (--endpoint) to the host devices connect to")
+		}
+		return lan[0], nil
 	}
 	if _, _, err := net.SplitHostPort(s.cfg.Endpoint); err == nil {
 		return s.cfg.Endpoint, nil
 	}
 	return net.JoinHostPort(s.cfg.Endpoint, port), nil
-}
-
-// lanAddr is this machine's first non-loopback IPv4 address on an
-// interface that is up: what a phone on the same network reaches.
-func lanAddr() (netip.Addr, error) {
-	ifaces, err := net.Interfaces()
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("wireguard: list interfaces: %w", err)
-	}
-	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		addrs, _ := ifc.Addrs()
-		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && !p.Addr().IsLinkLocalUnicast() {
-				return p.Addr(), nil
-			}
-		}
-	}
-	return netip.Addr{}, errors.New("wireguard: no LAN IPv4 address found; set wireguard.endpoint (--endpoint) to the host devices connect to")
 }
 
 // config is a peer's wg-quick config text.
