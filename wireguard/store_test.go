@@ -2,14 +2,18 @@ package wireguard
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/hex"
+	"html"
 	"image"
 	"image/color"
 	"image/png"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -151,4 +155,37 @@ func terminalToPNG(t *testing.T, text string) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// TestSetupHandler serves the devices' page; its QR codes decode (zbarimg)
+// to the configs shown beside them.
+func TestSetupHandler(t *testing.T) {
+	s := NewStore(t.TempDir())
+	p, err := s.AddPeer("phone", netip.MustParsePrefix("10.64.0.0/24"), netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ClientConfig(p, mustServerKey(t, s), "192.168.1.10:51820", []netip.Addr{netip.MustParseAddr("10.64.0.1")}, 1420)
+	rec := httptest.NewRecorder()
+	SetupHandler(s, func(Peer) (string, error) { return cfg, nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/wireguard/", nil))
+	body := html.UnescapeString(rec.Body.String())
+	if rec.Code != 200 || !strings.Contains(body, "<h2>phone</h2>") || !strings.Contains(body, cfg) {
+		t.Fatalf("%d\n%s", rec.Code, body)
+	}
+	m := regexp.MustCompile(`src="data:image/png;base64,([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatal("no QR image")
+	}
+	png, err := base64.StdEncoding.DecodeString(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "qr.png")
+	if err := os.WriteFile(file, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("zbarimg", "--raw", "-q", file).Output()
+	if err != nil || strings.TrimSuffix(string(out), "\n") != cfg {
+		t.Errorf("QR code reads %q, %v", out, err)
+	}
 }

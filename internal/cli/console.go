@@ -76,7 +76,7 @@ func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x5
 	}
 	srv, err := console.New(console.Options{
 		Hub: u.hub, Log: log.Named("console"), Token: cfg.UI.Token, App: app, Version: version(),
-		History: cfg.UI.History, Setup: u.setup,
+		History: cfg.UI.History, Setup: consoleSetup(cfg, u.setup),
 		// As at the proxy: this host, or access.allow_clients.
 		Allow: func(a netip.Addr) bool { return pol.Client(netip.AddrPortFrom(a, 0)) == nil },
 	})

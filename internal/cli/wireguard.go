@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -170,6 +171,27 @@ func newWireGuard(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
+// consoleSetup is the live console's /setup/: the phone setup page and,
+// with the WireGuard mode on, the devices' configs and QR codes at
+// /setup/wireguard/. Those hold the devices' private keys, so they are on
+// the console only (its token and client rules), never on the setup page
+// the proxy serves its clients.
+func consoleSetup(cfg config.Config, page *onboard.Handler) http.Handler {
+	if cfg.WireGuard.Listen == "" {
+		if page == nil {
+			return nil
+		}
+		return page
+	}
+	s := newWGSetup(cfg)
+	mux := http.NewServeMux()
+	mux.Handle("/wireguard/", wireguard.SetupHandler(s.store, s.config))
+	if page != nil {
+		mux.Handle("/", page)
+	}
+	return mux
+}
+
 // startWireGuard runs the WireGuard server beside the proxy when
 // wireguard.listen is set; handle is the pipeline's stream handler, which
 // checks TCP destinations. UDP destinations are checked here by the same
@@ -211,7 +233,8 @@ func startWireGuard(ctx context.Context, cfg config.Config, log *zap.Logger, emi
 		endpoint = err.Error()
 	}
 	log.Info("WireGuard listening", zap.String("udp", port),
-		zap.String("endpoint", endpoint), zap.Stringer("public_key", srv.PublicKey()), zap.Int("peers", len(peers)), zap.String("quic", w.QUIC))
+		zap.String("endpoint", endpoint), zap.Stringer("public_key", srv.PublicKey()), zap.Int("peers", len(peers)), zap.String("quic", w.QUIC),
+		zap.String("devices", "/setup/wireguard/ on the live console"))
 	if len(peers) == 0 {
 		log.Info("no WireGuard devices yet; add one with: inspectproxy wireguard peer add phone")
 	}

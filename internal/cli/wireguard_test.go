@@ -3,8 +3,13 @@ package cli
 import (
 	"bytes"
 	"context"
+	"html"
+	"io"
+	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -65,15 +70,50 @@ func TestServeWireGuardFlags(t *testing.T) {
 }
 
 // TestServeWireGuard starts serve with the WireGuard mode beside the
-// proxy, as a user does.
+// proxy, as a user does: the live console shows the devices' configs at
+// /setup/wireguard/, and the setup page the proxy serves its clients does
+// not (they hold private keys).
 func TestServeWireGuard(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("INSPECTPROXY_MITM_DATA_DIR", dir)
-	stderr := serveWith(t, "--ui", "", "--wireguard", "127.0.0.1:0", "--wireguard-quic", "pass")
-	for _, want := range []string{"WireGuard listening", `"quic": "pass"`, "inspectproxy wireguard peer add phone"} {
+	if code := Main(context.Background(), []string{"wireguard", "peer", "add", "phone", "--endpoint", "192.168.1.10"}, io.Discard, io.Discard); code != 0 {
+		t.Fatal("peer add failed")
+	}
+	stderr := serveWith(t, "--ui", "127.0.0.1:0", "--wireguard", "127.0.0.1:0", "--wireguard-quic", "pass")
+	for _, want := range []string{"WireGuard listening", `"quic": "pass"`, `"peers": 1`, "/setup/wireguard/"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, stderr.String())
 		}
+	}
+	m := consoleURL.FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("no console URL:\n%s", stderr.String())
+	}
+	get := func(url string, proxy string) (int, string) {
+		tr := &http.Transport{}
+		if proxy != "" {
+			pu, _ := neturl.Parse(proxy)
+			tr.Proxy = http.ProxyURL(pu)
+		}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, html.UnescapeString(string(b))
+	}
+	code, page := get(m[1]+"setup/wireguard/", "")
+	if code != 200 || !strings.Contains(page, "<h2>phone</h2>") || !strings.Contains(page, "PrivateKey = ") || !strings.Contains(page, "Endpoint = ") {
+		t.Errorf("console /setup/wireguard/: %d\n%.600s", code, page)
+	}
+	proxyAddr := regexp.MustCompile(`\blistening\s+\{"addr": "([^"]+)"`).FindStringSubmatch(stderr.String())
+	if proxyAddr == nil {
+		t.Fatalf("no proxy address:\n%s", stderr.String())
+	}
+	if _, page := get("http://inspectproxy.setup/wireguard/", "http://"+proxyAddr[1]); strings.Contains(page, "PrivateKey") {
+		t.Error("the proxy's own setup page shows a device's private key")
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "wireguard", "server.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("server key: %v %v", fi, err)
