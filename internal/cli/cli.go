@@ -175,6 +175,7 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	if err != nil {
 		return err
 	}
+	u.srv.Store(srv)
 	if m := opt.metrics; m != nil {
 		m.WatchEvents(sink)
 		go func() {
