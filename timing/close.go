@@ -51,15 +51,19 @@ func (c *Close) Mark(side string, letter byte) {
 	c.mark(side, letter)
 }
 
-func (c *Close) mark(side string, letter byte) {
+// letterFor is letter as side writes it.
+func letterFor(side string, letter byte) byte {
 	switch side {
 	case sideServer:
-		letter |= 0x20 // lower case
+		return letter | 0x20 // lower case
 	case sideProxy:
-		letter = HistProxyCut
-	default:
-		letter &^= 0x20
+		return HistProxyCut
 	}
+	return letter &^ 0x20
+}
+
+func (c *Close) mark(side string, letter byte) {
+	letter = letterFor(side, letter)
 	if !slices.Contains(c.history, letter) {
 		c.history = append(c.history, letter)
 	}
@@ -76,10 +80,29 @@ func (c *Close) FIN(side string, at time.Duration) {
 		return
 	}
 	c.fin[side] = at
-	if c.first == "" {
+	switch {
+	case c.first == "":
 		c.first = side
+	case at < c.fin[c.first]:
+		// The two directions race to record their FIN; the earlier time
+		// is the first FIN, and its letter goes before the other's.
+		other := c.first
+		c.first = side
+		c.mark(side, HistFIN)
+		c.history = moveBefore(c.history, letterFor(side, HistFIN), letterFor(other, HistFIN))
+		return
 	}
 	c.mark(side, HistFIN)
+}
+
+// moveBefore moves letter a just before letter b in h (both present).
+func moveBefore(h []byte, a, b byte) []byte {
+	i, j := slices.Index(h, a), slices.Index(h, b)
+	if i < 0 || j < 0 || i < j {
+		return h
+	}
+	h = slices.Delete(h, i, i+1)
+	return slices.Insert(h, j, a)
 }
 
 // HasFIN reports whether side's FIN was recorded.

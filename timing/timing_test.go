@@ -67,6 +67,18 @@ func TestDial(t *testing.T) {
 	}
 }
 
+// TestFINRace: the direction that records its FIN first may hold the later
+// time (two goroutines); the first FIN is the earlier one, in history too.
+func TestFINRace(t *testing.T) {
+	var c Close
+	c.Mark("client", HistData)
+	c.FIN("server", 12*time.Millisecond)
+	c.FIN("client", 11*time.Millisecond)
+	if s := c.Snapshot(); s.FirstFIN != "client" || s.History != "DFf" || s.HalfClose != time.Millisecond {
+		t.Errorf("snapshot %+v", s)
+	}
+}
+
 func TestCloseSnapshot(t *testing.T) {
 	var c Close
 	c.FIN("server", 10*time.Millisecond)
