@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ func TestExampleFileIsTheDefaults(t *testing.T) {
 		t.Fatalf("example config: %v", err)
 	}
 	want := Default()
-	if got.Listen != want.Listen || got.Events != want.Events || got.Limits != want.Limits || got.TLS.ProbeTTL != want.TLS.ProbeTTL || got.MITM.DataDir != want.MITM.DataDir {
+	if got.Listen != want.Listen || got.Events != want.Events || got.Limits != want.Limits || got.TLS.ProbeTTL != want.TLS.ProbeTTL || got.MITM.DataDir != want.MITM.DataDir ||
+		got.OTLP.Endpoint != want.OTLP.Endpoint || got.OTLP.SamplingRatio != want.OTLP.SamplingRatio || got.OTLP.QueueSize != want.OTLP.QueueSize || got.OTLP.Timeout != want.OTLP.Timeout || len(got.OTLP.Headers) != 0 {
 		t.Errorf("example file differs from defaults:\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -69,6 +71,14 @@ func TestValidate(t *testing.T) {
 		{"zero timeout", func(c *Config) { c.Limits.IdleTimeout = 0 }, "idle_timeout must be positive", nil},
 		{"bad log format", func(c *Config) { c.Log.Format = "xml" }, "log.format", nil},
 		{"bad mitm pattern", func(c *Config) { c.MITM.Hosts = []string{"[a-"} }, "mitm.hosts", nil},
+		{"otlp on", func(c *Config) { c.OTLP.Endpoint = "https://collector.example:4318/base"; c.OTLP.Protocol = "grpc" }, "", nil},
+		{"otlp endpoint without scheme", func(c *Config) { c.OTLP.Endpoint = "127.0.0.1:4318" }, `otlp.endpoint "127.0.0.1:4318"`, nil},
+		{"otlp bad protocol", func(c *Config) { c.OTLP.Protocol = "thrift" }, `otlp.protocol "thrift"`, nil},
+		{"otlp bad header", func(c *Config) { c.OTLP.Headers = map[string]string{"api key": "x"} }, `otlp.headers "api key"`, nil},
+		{"otlp header value with newline", func(c *Config) { c.OTLP.Headers = map[string]string{"k": "a\nb"} }, `otlp.headers "k"`, nil},
+		{"otlp ratio", func(c *Config) { c.OTLP.SamplingRatio = 1.5 }, "otlp.sampling_ratio 1.5", nil},
+		{"otlp queue", func(c *Config) { c.OTLP.QueueSize = 0 }, "otlp.queue_size 0", nil},
+		{"otlp timeout", func(c *Config) { c.OTLP.Timeout = -time.Second }, "otlp.timeout -1s", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()
@@ -87,6 +97,37 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("error %v is not %v", err, tc.is)
 			}
 		})
+	}
+}
+
+// TestOTLPFromFile reads the otlp section as a user writes it: a header
+// map, and keys the file leaves out keeping their defaults.
+func TestOTLPFromFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := "otlp:\n  endpoint: http://127.0.0.1:4318\n  headers:\n    x-scope-orgid: lab\n    authorization: Bearer abc\n  timeout: 3s\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := viper.New()
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	fs.String("otlp", "", "")
+	_ = v.BindPFlag("otlp.endpoint", fs.Lookup("otlp"))
+	if err := fs.Parse([]string{"--otlp", "http://10.1.2.3:4318"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(v, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := OTLP{
+		Endpoint:      "http://10.1.2.3:4318",
+		Headers:       map[string]string{"x-scope-orgid": "lab", "authorization": "Bearer abc"},
+		SamplingRatio: 1,
+		QueueSize:     2048,
+		Timeout:       3 * time.Second,
+	}
+	if !reflect.DeepEqual(c.OTLP, want) {
+		t.Errorf("otlp = %+v, want %+v", c.OTLP, want)
 	}
 }
 

@@ -68,9 +68,11 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
+	f.String("otlp", "", "export each connection as an OpenTelemetry trace to this OTLP receiver, e.g. http://127.0.0.1:4318 (more keys under otlp: in the config)")
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events", "log-format": "log.format", "log-level": "log.level",
 		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen",
+		"otlp": "otlp.endpoint",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
 	}
@@ -117,9 +119,11 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	w := event.NewWriter(out)
 	opts := proxy.Options{Log: log, Sink: w}
-	if err := addOptional(ctx, cfg, log, &opts); err != nil {
+	stop, err := addOptional(ctx, cfg, log, &opts)
+	if err != nil {
 		return err
 	}
+	defer stop()
 	srv, err := proxy.New(cfg, opts)
 	if err != nil {
 		return err

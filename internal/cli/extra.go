@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/ca"
 	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/metrics"
+	"github.com/inspectproxy/inspectproxy/otelexport"
 	"github.com/inspectproxy/inspectproxy/proxy"
 )
 
@@ -83,32 +86,40 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// addOptional wires the ATS checker, MITM and metrics when configured.
-func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) error {
+// otlpShutdown is how long queued spans get to reach the collector when
+// the proxy stops.
+const otlpShutdown = 5 * time.Second
+
+// addOptional wires the ATS checker, MITM, metrics and OTLP export when
+// configured. stop flushes the export; call it once the proxy has stopped.
+func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *proxy.Options) (stop func(), err error) {
+	stop = func() {}
 	checker, err := atsChecker(cfg.ATS)
 	if err != nil {
-		return err
+		return stop, err
 	}
 	o.Checker = checker
 	if cfg.MITM.Enabled || len(cfg.MITM.Hosts) > 0 {
 		c, err := ca.Load(cfg.MITM.DataDir)
 		if err != nil {
-			return fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
+			return stop, fmt.Errorf("mitm: %w (create one with `inspectproxy ca init`)", err)
 		}
 		iss, err := ca.NewIssuer(c, ca.IssuerOptions{})
 		if err != nil {
-			return fmt.Errorf("mitm: %w", err)
+			return stop, fmt.Errorf("mitm: %w", err)
 		}
 		o.MITM = iss
 		log.Info("MITM on", zap.Bool("all_hosts", cfg.MITM.Enabled), zap.Strings("hosts", cfg.MITM.Hosts), zap.String("ca", c.Fingerprint()))
 	}
+	var obs observers
+	var stats otelexport.Stats
 	if cfg.Admin.Listen != "" {
 		m := metrics.New()
 		ln, err := metrics.Listen(cfg.Admin.Listen, false)
 		if err != nil {
-			return err
+			return stop, err
 		}
-		o.Observer = m
+		obs, stats = append(obs, m), m
 		o.Self = append(o.Self, ln.Addr().String())
 		go func() {
 			if err := m.Serve(ctx, ln, log.Named("admin")); err != nil {
@@ -117,5 +128,38 @@ func addOptional(ctx context.Context, cfg config.Config, log *zap.Logger, o *pro
 		}()
 		log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
 	}
-	return nil
+	if otelexport.Enabled(cfg.OTLP, nil) {
+		x, err := otelexport.New(ctx, cfg.OTLP, otelexport.Options{Log: log, Stats: stats})
+		if err != nil {
+			return stop, err
+		}
+		obs = append(obs, x)
+		stop = func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), otlpShutdown)
+			defer cancel()
+			// Lost traces are logged; they do not fail the proxy's exit.
+			if err := x.Shutdown(sctx); err != nil {
+				log.Warn("OTLP export: traces still queued were lost", zap.Error(err))
+			}
+		}
+	}
+	if len(obs) > 0 {
+		o.Observer = obs
+	}
+	return stop, nil
+}
+
+// observers tells several observers (metrics, then OTLP export) in turn.
+type observers []proxy.Observer
+
+func (obs observers) ConnOpened(kind string) {
+	for _, o := range obs {
+		o.ConnOpened(kind)
+	}
+}
+
+func (obs observers) ConnClosed(ev *event.Event) {
+	for _, o := range obs {
+		o.ConnClosed(ev)
+	}
 }

@@ -1,0 +1,607 @@
+package otelexport
+
+import (
+	"math"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/inspectproxy/inspectproxy/event"
+)
+
+// Span names besides the root's ("<kind> <target>") and an exchange's
+// (its method, as the HTTP semantic conventions name client spans).
+const (
+	spanDNS       = "dns"
+	spanConnect   = "tcp connect"
+	spanTLS       = "tls handshake"
+	spanUpstream  = "upstream"
+	spanSend      = "send"
+	spanWait      = "wait"
+	spanReceive   = "receive"
+	spanHalfClose = "half-close"
+)
+
+// Span event names.
+const (
+	evClientHello       = "tls.client_hello"
+	evHelloRetry        = "tls.hello_retry_request"
+	evSecondClientHello = "tls.client_hello.second"
+	evServerHello       = "tls.server_hello"
+	evHandshakeFailure  = "tls.handshake_failure"
+	evClientRejected    = "tls.client_rejected"
+	evFirstFIN          = "tcp.first_fin"
+	evRST               = "tcp.rst"
+)
+
+// maxSpans bounds one trace: a keep-alive connection with thousands of
+// requests keeps its first ones and says how many it left out.
+const maxSpans = 512
+
+// span is one span to export: the plan is built from the event alone,
+// before any SDK call, so that a trace is admitted or dropped whole.
+type span struct {
+	name       string
+	parent     int // index in the plan; -1 for the root
+	link       int // index of a span this one is linked to; -1 for none
+	kind       trace.SpanKind
+	start, end time.Time
+	attrs      []attribute.KeyValue
+	events     []spanEvent
+	// err, when set, is the span's error status description.
+	err string
+}
+
+type spanEvent struct {
+	name  string
+	at    time.Time
+	attrs []attribute.KeyValue
+}
+
+// planner builds one event's spans; every *_ms of the event is relative
+// to ev.Start, the client's accept.
+type planner struct {
+	ev      *event.Event
+	spans   []span
+	dropped int
+}
+
+// plan maps a finished event to its spans, the root first and every parent
+// before its children.
+func plan(ev *event.Event) []span {
+	p := &planner{ev: ev}
+	root := p.add(span{name: rootName(ev), parent: -1, link: -1, kind: trace.SpanKindServer, start: ev.Start, end: ev.End, attrs: rootAttrs(ev), err: ev.Error})
+	switch ev.Kind {
+	case event.KindDNS, event.KindUDP:
+		// One span: the lookup or the flow, described by its attributes.
+	case event.KindTunnel:
+		if ev.TCP != nil {
+			p.spans[root].attrs = append(p.spans[root].attrs, tcpAttrs(ev.TCP)...)
+			// The event does not say when a tunnel's failed dial began.
+			p.connection(root, ev.TCP, ev.TLS, -1)
+		}
+	default:
+		// Requests are the client's, so children of the root, linked to
+		// the upstream connection they used (a request may wait for its
+		// connection, and so start before it).
+		ups := make(map[int]int, len(ev.Upstreams)) // upstream id → span
+		ready := make(map[int]float64, len(ev.Upstreams))
+		for i := range ev.Upstreams {
+			up := &ev.Upstreams[i]
+			ups[up.ID], ready[up.ID] = p.upstream(root, up)
+		}
+		for i := range ev.HTTP {
+			h := &ev.HTTP[i]
+			link, ok := ups[h.UpstreamID]
+			if !ok {
+				link = -1
+			}
+			r := -1.0
+			if rd, ok := ready[h.UpstreamID]; ok && !h.Reused {
+				r = rd
+			}
+			p.exchange(root, link, h, r)
+		}
+	}
+	if p.dropped > 0 {
+		p.spans[root].attrs = append(p.spans[root].attrs, attribute.Int("inspectproxy.spans_dropped", p.dropped))
+	}
+	return p.spans
+}
+
+// add appends s unless the trace is full (or its parent was left out);
+// it returns s's index, or -1.
+func (p *planner) add(s span) int {
+	if len(p.spans) == maxSpans || (len(p.spans) > 0 && s.parent < 0) {
+		p.dropped++
+		return -1
+	}
+	if s.end.Before(s.start) {
+		s.end = s.start
+	}
+	p.spans = append(p.spans, s)
+	return len(p.spans) - 1
+}
+
+// at is the wall time of an offset in milliseconds.
+func (p *planner) at(ms float64) time.Time {
+	return p.ev.Start.Add(time.Duration(math.Round(ms * 1e6)))
+}
+
+// child adds a span under parent, from and to in ms.
+func (p *planner) child(parent int, name string, kind trace.SpanKind, from, to float64, attrs ...attribute.KeyValue) int {
+	return p.add(span{name: name, parent: parent, link: -1, kind: kind, start: p.at(from), end: p.at(to), attrs: attrs})
+}
+
+func (p *planner) event(i int, name string, ms float64, attrs ...attribute.KeyValue) {
+	if i >= 0 {
+		p.spans[i].events = append(p.spans[i].events, spanEvent{name: name, at: p.at(ms), attrs: attrs})
+	}
+}
+
+// dialStart is when a connection's dial began, if the event tells: the
+// DNS lookup ends where the first connect attempt (or the one connect
+// measured) starts.
+func dialStart(tcp *event.TCP) (dnsEnd, start float64, ok bool) {
+	switch {
+	case len(tcp.Attempts) > 0:
+		dnsEnd, ok = tcp.Attempts[0].StartMS, true
+	case tcp.ConnectMS != nil && tcp.ConnectAt > 0:
+		dnsEnd, ok = tcp.ConnectAt-*tcp.ConnectMS, true
+	}
+	start = dnsEnd
+	if ok && tcp.DNSMS != nil {
+		start -= *tcp.DNSMS
+	}
+	return dnsEnd, start, ok
+}
+
+// upstream adds an http or mitm connection's upstream span, from its dial
+// to its close, with the connection's own spans under it. It returns the
+// span and when the connection was ready for a request (-1 if never).
+func (p *planner) upstream(root int, up *event.Upstream) (int, float64) {
+	tcp := &up.TCP
+	_, from, ok := dialStart(tcp)
+	if !ok {
+		// A dial that connected nowhere is not timed from its start; the
+		// transport dials when the first request asks for a connection.
+		from = p.firstRequest(up.ID)
+	}
+	to := tcp.DurationMS
+	if to <= from {
+		to = p.endMS()
+	}
+	attrs := append([]attribute.KeyValue{attribute.Int("inspectproxy.upstream.id", up.ID)}, hostPort(semconv.ServerAddressKey, semconv.ServerPortKey, up.Target)...)
+	attrs = append(attrs, tcpAttrs(tcp)...)
+	attrs = append(attrs, tlsAttrs(up.TLS)...)
+	i := p.child(root, spanUpstream+" "+up.Target, trace.SpanKindClient, from, to, attrs...)
+	if i >= 0 {
+		p.spans[i].err = up.Error
+	}
+	return i, p.connection(i, tcp, up.TLS, from)
+}
+
+// firstRequest is the start of the first request on upstream id, the
+// nearest known time to a dial the event did not time.
+func (p *planner) firstRequest(id int) float64 {
+	for _, h := range p.ev.HTTP {
+		if h.UpstreamID == id {
+			return h.StartMS
+		}
+	}
+	return 0
+}
+
+func (p *planner) endMS() float64 { return float64(p.ev.End.Sub(p.ev.Start)) / 1e6 }
+
+// connection adds the DNS, connect, TLS and half-close spans of one TCP
+// connection under parent, with the FIN and RST as parent's span events.
+// dialFrom, if not negative, is when the dial began should the event not
+// tell (the lookup failed). It returns when the connection was ready for
+// data, or -1.
+func (p *planner) connection(parent int, tcp *event.TCP, tls *event.TLS, dialFrom float64) float64 {
+	ready := -1.0
+	if tcp.DNSMS != nil {
+		if dnsEnd, _, ok := dialStart(tcp); ok {
+			p.child(parent, spanDNS, trace.SpanKindClient, dnsEnd-*tcp.DNSMS, dnsEnd)
+		} else if dialFrom >= 0 {
+			p.child(parent, spanDNS, trace.SpanKindClient, dialFrom, dialFrom+*tcp.DNSMS)
+		} else if parent >= 0 {
+			p.spans[parent].attrs = append(p.spans[parent].attrs, attribute.Float64("inspectproxy.tcp.dns_ms", *tcp.DNSMS))
+		}
+	}
+	if len(tcp.Attempts) > 0 {
+		for _, a := range tcp.Attempts {
+			i := p.child(parent, spanConnect, trace.SpanKindClient, a.StartMS, a.StartMS+a.MS,
+				append(hostPort(semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, a.Addr),
+					semconv.NetworkTransportTCP, attribute.String("inspectproxy.tcp.attempt.outcome", a.Outcome))...)
+			if i >= 0 && a.Outcome != "connected" && a.Outcome != "cancelled" {
+				p.spans[i].err = orString(a.Error, a.Outcome)
+			}
+		}
+	} else if tcp.ConnectMS != nil && tcp.ConnectAt > 0 {
+		p.child(parent, spanConnect, trace.SpanKindClient, tcp.ConnectAt-*tcp.ConnectMS, tcp.ConnectAt,
+			append(hostPort(semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, tcp.RemoteAddr), semconv.NetworkTransportTCP)...)
+	}
+	if tcp.ConnectAt > 0 {
+		ready = tcp.ConnectAt
+	}
+	if done := p.handshake(parent, tls); done >= 0 {
+		ready = done
+	}
+	if tcp.ClientFINMS != nil && tcp.ServerFINMS != nil {
+		from, to := min(*tcp.ClientFINMS, *tcp.ServerFINMS), max(*tcp.ClientFINMS, *tcp.ServerFINMS)
+		p.child(parent, spanHalfClose, trace.SpanKindInternal, from, to, attribute.String("inspectproxy.tcp.first_fin", tcp.FirstFIN))
+	}
+	if fin := firstFIN(tcp); fin != nil {
+		p.event(parent, evFirstFIN, *fin, attribute.String("inspectproxy.tcp.side", tcp.FirstFIN))
+	}
+	if tcp.RST != "" {
+		// The event does not time the reset: it is put at the close.
+		end := tcp.DurationMS
+		if end <= 0 {
+			end = p.endMS()
+		}
+		p.event(parent, evRST, end, appendStrings(nil, "inspectproxy.tcp.side", tcp.RST, "inspectproxy.tcp.rst_cause", tcp.RSTCause)...)
+	}
+	return ready
+}
+
+func firstFIN(tcp *event.TCP) *float64 {
+	switch {
+	case tcp.ClientFINMS == nil:
+		return tcp.ServerFINMS
+	case tcp.ServerFINMS == nil || *tcp.ClientFINMS <= *tcp.ServerFINMS:
+		return tcp.ClientFINMS
+	default:
+		return tcp.ServerFINMS
+	}
+}
+
+// handshake adds the TLS handshake span, ClientHello to done (or to its
+// failure), with the hellos as span events. It returns when the handshake
+// was done, or -1.
+func (p *planner) handshake(parent int, t *event.TLS) float64 {
+	if t == nil {
+		return -1
+	}
+	var from, to *float64
+	switch {
+	case t.HandshakeDone != nil && t.HandshakeMS != nil:
+		v := *t.HandshakeDone - *t.HandshakeMS
+		from, to = &v, t.HandshakeDone
+	case t.ClientHelloMS != nil:
+		from = t.ClientHelloMS
+	}
+	if from == nil {
+		return -1
+	}
+	if to == nil && t.Failure != nil {
+		to = t.Failure.AtMS
+	}
+	end := p.endMS()
+	if to != nil {
+		end = *to
+	}
+	i := p.child(parent, spanTLS, trace.SpanKindInternal, *from, end, semconv.TLSEstablishedKey.Bool(t.HandshakeDone != nil))
+	if i < 0 {
+		return -1
+	}
+	if t.ClientHelloMS != nil {
+		p.event(i, evClientHello, *t.ClientHelloMS, clientHelloAttrs(t)...)
+	}
+	if r := t.HelloRetry; r != nil {
+		if r.AtMS != nil {
+			p.event(i, evHelloRetry, *r.AtMS, append(appendStrings(nil, "inspectproxy.tls.hrr.group", r.Group), attribute.Bool("inspectproxy.tls.hrr.cookie", r.Cookie))...)
+		}
+		if r.SecondClientHelloMS != nil {
+			p.event(i, evSecondClientHello, *r.SecondClientHelloMS,
+				appendSlice(appendSlice(nil, "inspectproxy.tls.hrr.key_shares", r.KeyShares), "inspectproxy.tls.hrr.changed", r.Changed)...)
+		}
+	}
+	if t.ServerHelloMS != nil {
+		p.event(i, evServerHello, *t.ServerHelloMS, serverHelloAttrs(t)...)
+	}
+	if f := t.Failure; f != nil {
+		at := end
+		if f.AtMS != nil {
+			at = *f.AtMS
+		}
+		p.event(i, evHandshakeFailure, at, appendStrings(nil, "inspectproxy.tls.failure.by", f.By, "inspectproxy.tls.failure.how", f.How,
+			"inspectproxy.tls.failure.alert", f.Alert, "inspectproxy.tls.failure.phase", f.Phase)...)
+		p.spans[i].err = "handshake ended by " + f.By + " (" + strings.TrimSpace(f.How+" "+f.Alert) + ") after " + f.Phase
+	}
+	if r := t.ClientRejected; r != nil {
+		// after_ms counts from the server's flight, which follows the
+		// ServerHello.
+		at := end
+		if t.ServerHelloMS != nil && r.AfterMS != nil {
+			at = *t.ServerHelloMS + *r.AfterMS
+		}
+		p.event(i, evClientRejected, at, appendStrings(nil, "inspectproxy.tls.client_rejected.alert", r.Alert, "inspectproxy.tls.client_rejected.likely", r.Likely)...)
+		p.spans[i].err = "the client rejected the certificate (likely " + r.Likely + ")"
+	}
+	if to == nil || t.HandshakeDone == nil {
+		return -1
+	}
+	return *t.HandshakeDone
+}
+
+// exchange adds one request, HAR-style: send from when it had a
+// connection (after its new upstream was ready), then wait and receive.
+// link is its upstream's span, or -1.
+func (p *planner) exchange(parent, link int, h *event.HTTP, ready float64) {
+	send := h.StartMS
+	if h.BlockedMS != nil {
+		send += *h.BlockedMS
+	}
+	send = max(send, ready)
+	end := send + h.SendMS
+	if h.WaitMS != nil {
+		end += *h.WaitMS
+		if h.ReceiveMS != nil {
+			end += *h.ReceiveMS
+		}
+	}
+	attrs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(orString(h.Method, "_OTHER")),
+		semconv.URLFull(redactURL(h.URL)),
+		attribute.Int("inspectproxy.http.upstream_id", h.UpstreamID),
+		attribute.Bool("inspectproxy.http.reused", h.Reused),
+		semconv.HTTPResponseBodySize(int(h.Bytes)),
+	}
+	if h.Status > 0 {
+		attrs = append(attrs, semconv.HTTPResponseStatusCode(h.Status))
+	}
+	if name, version, ok := strings.Cut(h.Proto, "/"); ok {
+		attrs = append(attrs, semconv.NetworkProtocolName(strings.ToLower(name)), semconv.NetworkProtocolVersion(version))
+	}
+	if h.RequestBodySize > 0 {
+		attrs = append(attrs, semconv.HTTPRequestBodySize(int(h.RequestBodySize)))
+	}
+	if h.BlockedMS != nil {
+		attrs = append(attrs, attribute.Float64("inspectproxy.http.blocked_ms", *h.BlockedMS))
+	}
+	if h.StreamID > 0 {
+		attrs = append(attrs, attribute.Int("inspectproxy.http.stream_id", int(h.StreamID)))
+	}
+	i := p.add(span{name: orString(h.Method, "HTTP"), parent: parent, link: link, kind: trace.SpanKindClient, start: p.at(h.StartMS), end: p.at(end), attrs: attrs})
+	switch {
+	case i < 0:
+		// Left out; its phases below are counted as left out too.
+	case h.Error != "":
+		p.spans[i].err = h.Error
+	case h.Status >= 500:
+		// As for a server span: the proxy served the client's request,
+		// and 4xx is the client's own doing.
+		p.spans[i].err = strconv.Itoa(h.Status)
+	}
+	t := send
+	p.child(i, spanSend, trace.SpanKindInternal, t, t+h.SendMS)
+	t += h.SendMS
+	if h.WaitMS == nil {
+		return
+	}
+	p.child(i, spanWait, trace.SpanKindInternal, t, t+*h.WaitMS)
+	t += *h.WaitMS
+	if h.ReceiveMS != nil {
+		p.child(i, spanReceive, trace.SpanKindInternal, t, t+*h.ReceiveMS)
+	}
+}
+
+func rootName(ev *event.Event) string {
+	target := ev.Target
+	switch {
+	case ev.DNS != nil:
+		target = ev.DNS.Name
+	case ev.UDP != nil:
+		target = ev.UDP.Remote
+	}
+	if target == "" {
+		return ev.Kind
+	}
+	return ev.Kind + " " + target
+}
+
+// rootAttrs describe the client connection: who, where to, what the
+// proxy made of it.
+func rootAttrs(ev *event.Event) []attribute.KeyValue {
+	a := []attribute.KeyValue{
+		attribute.String("inspectproxy.event.id", ev.ID),
+		attribute.String("inspectproxy.kind", ev.Kind),
+	}
+	a = appendStrings(a, "inspectproxy.source", ev.Source, "inspectproxy.peer", ev.Peer,
+		"inspectproxy.mitm_skipped", ev.MITMSkipped, "inspectproxy.tls_absent", ev.TLSAbsent,
+		"inspectproxy.ats.absent", ev.ATSAbsent, "inspectproxy.limit", ev.Limit)
+	a = append(a, hostPort(semconv.ClientAddressKey, semconv.ClientPortKey, ev.Client)...)
+	if ev.Truncated {
+		a = append(a, attribute.Bool("inspectproxy.truncated", true))
+	}
+	switch {
+	case ev.DNS != nil:
+		d := ev.DNS
+		a = append(a, semconv.NetworkTransportUDP, semconv.DNSQuestionName(d.Name), attribute.Float64("inspectproxy.dns.ms", d.MS))
+		a = appendSlice(a, string(semconv.DNSAnswersKey), d.Answers)
+		a = appendStrings(a, "inspectproxy.dns.type", d.Type, "inspectproxy.dns.rcode", d.RCode)
+	case ev.UDP != nil:
+		u := ev.UDP
+		a = append(a, semconv.NetworkTransportUDP)
+		a = append(a, hostPort(semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, u.Remote)...)
+		a = append(a, attribute.Int64("inspectproxy.udp.bytes_up", u.BytesUp), attribute.Int64("inspectproxy.udp.bytes_down", u.BytesDown),
+			attribute.Int64("inspectproxy.udp.packets_up", u.PacketsUp), attribute.Int64("inspectproxy.udp.packets_down", u.PacketsDown),
+			attribute.String("inspectproxy.udp.verdict", u.Verdict))
+		if q := u.QUIC; q != nil {
+			a = appendStrings(a, "inspectproxy.quic.version", q.Version, "inspectproxy.quic.sni", q.SNI)
+			a = appendSlice(a, "inspectproxy.quic.alpn", q.ALPN)
+		}
+	default:
+		a = append(a, semconv.NetworkTransportTCP)
+		a = append(a, hostPort(semconv.ServerAddressKey, semconv.ServerPortKey, ev.Target)...)
+	}
+	a = append(a, tlsAttrs(ev.TLS)...)
+	return append(a, atsAttrs(ev.ATS)...)
+}
+
+// tcpAttrs describe how an upstream connection went and ended.
+func tcpAttrs(t *event.TCP) []attribute.KeyValue {
+	a := hostPort(semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, t.RemoteAddr)
+	a = append(a, attribute.Int64("inspectproxy.tcp.bytes_up", t.BytesUp), attribute.Int64("inspectproxy.tcp.bytes_down", t.BytesDown))
+	a = appendStrings(a, "inspectproxy.tcp.first_fin", t.FirstFIN, "inspectproxy.tcp.rst", t.RST,
+		"inspectproxy.tcp.rst_cause", t.RSTCause, "inspectproxy.tcp.timeout", t.Timeout, "inspectproxy.tcp.history", t.History)
+	if t.HalfCloseMS != nil {
+		a = append(a, attribute.Float64("inspectproxy.tcp.half_close_ms", *t.HalfCloseMS))
+	}
+	return a
+}
+
+// tlsAttrs are the semantic conventions' tls.* where they exist
+// (tls.client.ja3 and tls.server.ja3s are the hashes, as in their
+// examples; certificate hashes are uppercase hex), and inspectproxy.tls.*
+// for the rest.
+func tlsAttrs(t *event.TLS) []attribute.KeyValue {
+	if t == nil {
+		return nil
+	}
+	var a []attribute.KeyValue
+	if name, version, ok := protocolVersion(t.VersionCode, t.Version); ok {
+		a = append(a, semconv.TLSProtocolNameKey.String(name), semconv.TLSProtocolVersion(version))
+	}
+	a = appendStrings(a, string(semconv.TLSCipherKey), t.Cipher, string(semconv.TLSCurveKey), t.KeyExchangeGroup,
+		string(semconv.TLSNextProtocolKey), strings.ToLower(t.ALPN), string(semconv.TLSClientJa3Key), t.JA3Hash,
+		string(semconv.TLSServerJa3sKey), t.JA3SHash, "inspectproxy.tls.ja4", t.JA4, "inspectproxy.tls.sni", t.SNI,
+		"inspectproxy.tls.chain_source", t.ChainSource, "inspectproxy.tls.chain_error", t.ChainError,
+		"inspectproxy.tls.verify_error", t.VerifyError, "inspectproxy.tls.verify_error_kind", t.VerifyErrorKind,
+		"inspectproxy.tls.alert", t.Alert, "inspectproxy.tls.parse_error", t.ParseError)
+	a = append(a, semconv.TLSEstablished(t.HandshakeDone != nil), semconv.TLSResumed(t.Resumed))
+	if t.Verified != nil {
+		a = append(a, attribute.Bool("inspectproxy.tls.verified", *t.Verified))
+	}
+	if len(t.Chain) > 0 {
+		leaf := &t.Chain[0]
+		a = append(a, semconv.TLSServerSubject(leaf.Subject), semconv.TLSServerIssuer(leaf.Issuer),
+			semconv.TLSServerNotBefore(leaf.NotBefore.UTC().Format(time.RFC3339)),
+			semconv.TLSServerNotAfter(leaf.NotAfter.UTC().Format(time.RFC3339)),
+			semconv.TLSServerHashSha256(strings.ToUpper(leaf.SHA256)))
+	}
+	return a
+}
+
+func clientHelloAttrs(t *event.TLS) []attribute.KeyValue {
+	a := appendStrings(nil, "inspectproxy.tls.sni", t.SNI, "inspectproxy.tls.ja3", t.JA3, "inspectproxy.tls.ja4", t.JA4)
+	if ch := t.ClientHello; ch != nil {
+		a = appendSlice(a, string(semconv.TLSClientSupportedCiphersKey), ch.CipherSuites)
+		a = appendSlice(a, "inspectproxy.tls.client_hello.versions", ch.SupportedVersions)
+		a = appendSlice(a, "inspectproxy.tls.client_hello.alpn", ch.ALPN)
+		a = append(a, attribute.Int("inspectproxy.tls.client_hello.size", ch.Size))
+	}
+	return a
+}
+
+func serverHelloAttrs(t *event.TLS) []attribute.KeyValue {
+	sh := t.ServerHello
+	if sh == nil {
+		return nil
+	}
+	return appendStrings(nil, "inspectproxy.tls.server_hello.version", sh.Version, string(semconv.TLSCipherKey), sh.CipherSuite,
+		string(semconv.TLSCurveKey), sh.KeyExchangeGroup, "inspectproxy.tls.ja3s", t.JA3S)
+}
+
+func atsAttrs(v *event.ATS) []attribute.KeyValue {
+	if v == nil {
+		return nil
+	}
+	a := []attribute.KeyValue{attribute.String("inspectproxy.ats.compliant", v.Compliant), attribute.String("inspectproxy.ats.policy", v.Policy)}
+	if len(v.Violations) > 0 {
+		rules, details := violations(v.Violations)
+		a = append(a, attribute.StringSlice("inspectproxy.ats.rules", rules), attribute.StringSlice("inspectproxy.ats.violations", details))
+	}
+	if len(v.Unknown) > 0 {
+		rules, _ := violations(v.Unknown)
+		a = append(a, attribute.StringSlice("inspectproxy.ats.unknown", rules))
+	}
+	if app := v.App; app != nil {
+		a = append(a, attribute.Bool("inspectproxy.ats.app.allowed", app.Allowed))
+		a = appendStrings(a, "inspectproxy.ats.app.domain", app.Domain, "inspectproxy.ats.app.key", app.Key, "inspectproxy.ats.app.reason", app.Reason)
+	}
+	return a
+}
+
+func violations(vs []event.Violation) (rules, details []string) {
+	for _, v := range vs {
+		rules = append(rules, v.Rule)
+		details = append(details, v.Rule+": "+v.Detail)
+	}
+	return rules, details
+}
+
+// protocolVersion maps the IANA version number (or, in an event without
+// it, the name) to tls.protocol.name and .version.
+func protocolVersion(code uint16, name string) (string, string, bool) {
+	switch code {
+	case 0x0300:
+		return "ssl", "3", true
+	case 0x0301, 0x0302, 0x0303, 0x0304:
+		return "tls", "1." + strconv.Itoa(int(code-0x0301)), true
+	}
+	if v, ok := strings.CutPrefix(name, "TLS "); ok {
+		return "tls", v, true
+	}
+	return "", "", false
+}
+
+// appendStrings appends key, value pairs whose value is not empty.
+func appendStrings(a []attribute.KeyValue, kv ...string) []attribute.KeyValue {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			a = append(a, attribute.String(kv[i], kv[i+1]))
+		}
+	}
+	return a
+}
+
+// appendSlice appends key and value if value is not empty.
+func appendSlice(a []attribute.KeyValue, key string, value []string) []attribute.KeyValue {
+	if len(value) > 0 {
+		a = append(a, attribute.StringSlice(key, value))
+	}
+	return a
+}
+
+// hostPort splits host:port into an address and a port attribute.
+func hostPort(addrKey, portKey attribute.Key, hp string) []attribute.KeyValue {
+	if hp == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return []attribute.KeyValue{addrKey.String(hp)}
+	}
+	a := []attribute.KeyValue{addrKey.String(host)}
+	if n, err := strconv.Atoi(port); err == nil {
+		a = append(a, portKey.Int(n))
+	}
+	return a
+}
+
+// redactURL replaces credentials in a URL, as url.full requires.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	u.User = url.UserPassword("REDACTED", "REDACTED")
+	return u.String()
+}
+
+func orString(s, fallback string) string {
+	if s == "" {
+		return fallback
+	}
+	return s
+}
