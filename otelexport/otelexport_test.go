@@ -304,3 +304,37 @@ func TestTracesURL(t *testing.T) {
 	}
 }
 
+
+// BenchmarkConnClosed is what a connection pays at close for its trace:
+// the plan, the spans, the hand-off to the batch processor (the export
+// itself runs on the processor's goroutine, to a loopback receiver).
+func BenchmarkConnClosed(b *testing.B) {
+	srv := httptest.NewServer(&receiver{})
+	defer srv.Close()
+	f, err := os.Open("testdata/events.jsonl")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev, err := event.NewReader(f).Next() // the passthrough tunnel
+	f.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		ratio float64
+	}{{"sampled", 1}, {"unsampled", 0}} {
+		b.Run(tc.name, func(b *testing.B) {
+			x, err := New(context.Background(), config.OTLP{Endpoint: srv.URL, SamplingRatio: tc.ratio, QueueSize: 1 << 20}, Options{Getenv: noEnv})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				x.ConnClosed(ev)
+			}
+			b.StopTimer()
+			_ = x.Shutdown(context.Background())
+		})
+	}
+}

@@ -82,7 +82,7 @@ func plan(ev *event.Event) []span {
 		// One span: the lookup or the flow, described by its attributes.
 	case event.KindTunnel:
 		if ev.TCP != nil {
-			p.spans[root].attrs = append(p.spans[root].attrs, tcpAttrs(ev.TCP)...)
+			p.spans[root].attrs = appendTCP(p.spans[root].attrs, ev.TCP)
 			// The event does not say when a tunnel's failed dial began.
 			p.connection(root, ev.TCP, ev.TLS, -1)
 		}
@@ -177,9 +177,11 @@ func (p *planner) upstream(root int, up *event.Upstream) (int, float64) {
 	if to <= from {
 		to = p.endMS()
 	}
-	attrs := append([]attribute.KeyValue{attribute.Int("inspectproxy.upstream.id", up.ID)}, hostPort(semconv.ServerAddressKey, semconv.ServerPortKey, up.Target)...)
-	attrs = append(attrs, tcpAttrs(tcp)...)
-	attrs = append(attrs, tlsAttrs(up.TLS)...)
+	attrs := make([]attribute.KeyValue, 0, 32)
+	attrs = append(attrs, attribute.Int("inspectproxy.upstream.id", up.ID))
+	attrs = appendHostPort(attrs, semconv.ServerAddressKey, semconv.ServerPortKey, up.Target)
+	attrs = appendTCP(attrs, tcp)
+	attrs = appendTLS(attrs, up.TLS)
 	i := p.child(root, spanUpstream+" "+up.Target, trace.SpanKindClient, from, to, attrs...)
 	if i >= 0 {
 		p.spans[i].err = up.Error
@@ -187,11 +189,12 @@ func (p *planner) upstream(root int, up *event.Upstream) (int, float64) {
 	return i, p.connection(i, tcp, up.TLS, from)
 }
 
-// firstRequest is the start of the first request on upstream id, the
-// nearest known time to a dial the event did not time.
+// firstRequest is the start of the first request on upstream id, or of
+// the first that never got a connection (upstream_id 0): the nearest known
+// time to a dial the event did not time.
 func (p *planner) firstRequest(id int) float64 {
 	for _, h := range p.ev.HTTP {
-		if h.UpstreamID == id {
+		if h.UpstreamID == id || h.UpstreamID == 0 {
 			return h.StartMS
 		}
 	}
@@ -218,16 +221,16 @@ func (p *planner) connection(parent int, tcp *event.TCP, tls *event.TLS, dialFro
 	}
 	if len(tcp.Attempts) > 0 {
 		for _, a := range tcp.Attempts {
+			attrs := appendHostPort(make([]attribute.KeyValue, 0, 4), semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, a.Addr)
 			i := p.child(parent, spanConnect, trace.SpanKindClient, a.StartMS, a.StartMS+a.MS,
-				append(hostPort(semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, a.Addr),
-					semconv.NetworkTransportTCP, attribute.String("inspectproxy.tcp.attempt.outcome", a.Outcome))...)
+				append(attrs, semconv.NetworkTransportTCP, attribute.String("inspectproxy.tcp.attempt.outcome", a.Outcome))...)
 			if i >= 0 && a.Outcome != "connected" && a.Outcome != "cancelled" {
 				p.spans[i].err = orString(a.Error, a.Outcome)
 			}
 		}
 	} else if tcp.ConnectMS != nil && tcp.ConnectAt > 0 {
-		p.child(parent, spanConnect, trace.SpanKindClient, tcp.ConnectAt-*tcp.ConnectMS, tcp.ConnectAt,
-			append(hostPort(semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, tcp.RemoteAddr), semconv.NetworkTransportTCP)...)
+		attrs := appendHostPort(make([]attribute.KeyValue, 0, 3), semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, tcp.RemoteAddr)
+		p.child(parent, spanConnect, trace.SpanKindClient, tcp.ConnectAt-*tcp.ConnectMS, tcp.ConnectAt, append(attrs, semconv.NetworkTransportTCP)...)
 	}
 	if tcp.ConnectAt > 0 {
 		ready = tcp.ConnectAt
@@ -349,12 +352,15 @@ func (p *planner) exchange(parent, link int, h *event.HTTP, ready float64) {
 			end += *h.ReceiveMS
 		}
 	}
-	attrs := []attribute.KeyValue{
+	attrs := make([]attribute.KeyValue, 0, 12)
+	attrs = append(attrs,
 		semconv.HTTPRequestMethodKey.String(orString(h.Method, "_OTHER")),
 		semconv.URLFull(redactURL(h.URL)),
-		attribute.Int("inspectproxy.http.upstream_id", h.UpstreamID),
 		attribute.Bool("inspectproxy.http.reused", h.Reused),
 		semconv.HTTPResponseBodySize(int(h.Bytes)),
+	)
+	if h.UpstreamID > 0 { // 0: the request never got a connection
+		attrs = append(attrs, attribute.Int("inspectproxy.http.upstream_id", h.UpstreamID))
 	}
 	if h.Status > 0 {
 		attrs = append(attrs, semconv.HTTPResponseStatusCode(h.Status))
@@ -412,14 +418,12 @@ func rootName(ev *event.Event) string {
 // rootAttrs describe the client connection: who, where to, what the
 // proxy made of it.
 func rootAttrs(ev *event.Event) []attribute.KeyValue {
-	a := []attribute.KeyValue{
-		attribute.String("inspectproxy.event.id", ev.ID),
-		attribute.String("inspectproxy.kind", ev.Kind),
-	}
+	a := make([]attribute.KeyValue, 0, 64) // room for a tunnel's TCP too
+	a = append(a, attribute.String("inspectproxy.event.id", ev.ID), attribute.String("inspectproxy.kind", ev.Kind))
 	a = appendStrings(a, "inspectproxy.source", ev.Source, "inspectproxy.peer", ev.Peer,
 		"inspectproxy.mitm_skipped", ev.MITMSkipped, "inspectproxy.tls_absent", ev.TLSAbsent,
 		"inspectproxy.ats.absent", ev.ATSAbsent, "inspectproxy.limit", ev.Limit)
-	a = append(a, hostPort(semconv.ClientAddressKey, semconv.ClientPortKey, ev.Client)...)
+	a = appendHostPort(a, semconv.ClientAddressKey, semconv.ClientPortKey, ev.Client)
 	if ev.Truncated {
 		a = append(a, attribute.Bool("inspectproxy.truncated", true))
 	}
@@ -432,7 +436,7 @@ func rootAttrs(ev *event.Event) []attribute.KeyValue {
 	case ev.UDP != nil:
 		u := ev.UDP
 		a = append(a, semconv.NetworkTransportUDP)
-		a = append(a, hostPort(semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, u.Remote)...)
+		a = appendHostPort(a, semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, u.Remote)
 		a = append(a, attribute.Int64("inspectproxy.udp.bytes_up", u.BytesUp), attribute.Int64("inspectproxy.udp.bytes_down", u.BytesDown),
 			attribute.Int64("inspectproxy.udp.packets_up", u.PacketsUp), attribute.Int64("inspectproxy.udp.packets_down", u.PacketsDown),
 			attribute.String("inspectproxy.udp.verdict", u.Verdict))
@@ -442,15 +446,14 @@ func rootAttrs(ev *event.Event) []attribute.KeyValue {
 		}
 	default:
 		a = append(a, semconv.NetworkTransportTCP)
-		a = append(a, hostPort(semconv.ServerAddressKey, semconv.ServerPortKey, ev.Target)...)
+		a = appendHostPort(a, semconv.ServerAddressKey, semconv.ServerPortKey, ev.Target)
 	}
-	a = append(a, tlsAttrs(ev.TLS)...)
-	return append(a, atsAttrs(ev.ATS)...)
+	return appendATS(appendTLS(a, ev.TLS), ev.ATS)
 }
 
-// tcpAttrs describe how an upstream connection went and ended.
-func tcpAttrs(t *event.TCP) []attribute.KeyValue {
-	a := hostPort(semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, t.RemoteAddr)
+// appendTCP appends how an upstream connection went and ended.
+func appendTCP(a []attribute.KeyValue, t *event.TCP) []attribute.KeyValue {
+	a = appendHostPort(a, semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, t.RemoteAddr)
 	a = append(a, attribute.Int64("inspectproxy.tcp.bytes_up", t.BytesUp), attribute.Int64("inspectproxy.tcp.bytes_down", t.BytesDown))
 	a = appendStrings(a, "inspectproxy.tcp.first_fin", t.FirstFIN, "inspectproxy.tcp.rst", t.RST,
 		"inspectproxy.tcp.rst_cause", t.RSTCause, "inspectproxy.tcp.timeout", t.Timeout, "inspectproxy.tcp.history", t.History)
@@ -460,15 +463,14 @@ func tcpAttrs(t *event.TCP) []attribute.KeyValue {
 	return a
 }
 
-// tlsAttrs are the semantic conventions' tls.* where they exist
+// appendTLS appends the semantic conventions' tls.* where they exist
 // (tls.client.ja3 and tls.server.ja3s are the hashes, as in their
 // examples; certificate hashes are uppercase hex), and inspectproxy.tls.*
 // for the rest.
-func tlsAttrs(t *event.TLS) []attribute.KeyValue {
+func appendTLS(a []attribute.KeyValue, t *event.TLS) []attribute.KeyValue {
 	if t == nil {
-		return nil
+		return a
 	}
-	var a []attribute.KeyValue
 	if name, version, ok := protocolVersion(t.VersionCode, t.Version); ok {
 		a = append(a, semconv.TLSProtocolNameKey.String(name), semconv.TLSProtocolVersion(version))
 	}
@@ -512,11 +514,11 @@ func serverHelloAttrs(t *event.TLS) []attribute.KeyValue {
 		string(semconv.TLSCurveKey), sh.KeyExchangeGroup, "inspectproxy.tls.ja3s", t.JA3S)
 }
 
-func atsAttrs(v *event.ATS) []attribute.KeyValue {
+func appendATS(a []attribute.KeyValue, v *event.ATS) []attribute.KeyValue {
 	if v == nil {
-		return nil
+		return a
 	}
-	a := []attribute.KeyValue{attribute.String("inspectproxy.ats.compliant", v.Compliant), attribute.String("inspectproxy.ats.policy", v.Policy)}
+	a = append(a, attribute.String("inspectproxy.ats.compliant", v.Compliant), attribute.String("inspectproxy.ats.policy", v.Policy))
 	if len(v.Violations) > 0 {
 		rules, details := violations(v.Violations)
 		a = append(a, attribute.StringSlice("inspectproxy.ats.rules", rules), attribute.StringSlice("inspectproxy.ats.violations", details))
@@ -573,16 +575,16 @@ func appendSlice(a []attribute.KeyValue, key string, value []string) []attribute
 	return a
 }
 
-// hostPort splits host:port into an address and a port attribute.
-func hostPort(addrKey, portKey attribute.Key, hp string) []attribute.KeyValue {
+// appendHostPort appends host:port as an address and a port attribute.
+func appendHostPort(a []attribute.KeyValue, addrKey, portKey attribute.Key, hp string) []attribute.KeyValue {
 	if hp == "" {
-		return nil
+		return a
 	}
 	host, port, err := net.SplitHostPort(hp)
 	if err != nil {
-		return []attribute.KeyValue{addrKey.String(hp)}
+		return append(a, addrKey.String(hp))
 	}
-	a := []attribute.KeyValue{addrKey.String(host)}
+	a = append(a, addrKey.String(host))
 	if n, err := strconv.Atoi(port); err == nil {
 		a = append(a, portKey.Int(n))
 	}

@@ -18,6 +18,7 @@ var configs = []string{
 	"mitmproxy-passthrough",
 	"mitmproxy-mitm",
 	"inspectproxy-passthrough",
+	"inspectproxy-otlp",
 	"inspectproxy-mitm",
 }
 
