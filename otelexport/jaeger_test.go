@@ -734,3 +734,87 @@ func ptrOr(p *float64) float64 {
 	}
 	return *p
 }
+
+// TestCollectorExample runs configs/otel-collector.yaml as it is shipped,
+// with Jaeger's binary (a collector distribution), in front of a second
+// Jaeger as the team's backend: a trace sent to the collector must reach
+// the backend, and its spans must come out as Prometheus histograms.
+func TestCollectorExample(t *testing.T) {
+	backend := startJaeger(t)
+	grpcAddr, httpAddr, promAddr, selfAddr := freePort(t), freePort(t), freePort(t), freePort(t)
+	selfHost, selfPort := hostPortOf(t, selfAddr)
+	cmd := exec.Command(jaegerBinary(t), "--config", "../configs/otel-collector.yaml")
+	cmd.Env = append(os.Environ(),
+		"COLLECTOR_OTLP_GRPC="+grpcAddr, "COLLECTOR_OTLP_HTTP="+httpAddr,
+		"TRACES_BACKEND="+backend.otlpGRPC, "SPANMETRICS_LISTEN="+promAddr,
+		"COLLECTOR_METRICS_HOST="+selfHost, "COLLECTOR_METRICS_PORT="+selfPort)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("collector output:\n%s", &out)
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, err := net.Dial("tcp", httpAddr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("collector did not listen in 60s:\n%s", &out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	f, err := os.Open("testdata/events.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := event.NewReader(f).Next() // the passthrough tunnel to api.example.com
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := otelexport.New(context.Background(), config.OTLP{Endpoint: "http://" + httpAddr, SamplingRatio: 1, QueueSize: 100, Timeout: 10 * time.Second},
+		otelexport.Options{Log: zaptest.NewLogger(t), Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.ConnClosed(ev)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := x.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := backend.waitTraces(t, ev.Start, []*event.Event{ev})
+	if names := names(got[ev.ID]); !slices.Contains(names, "tls handshake") || names[0] != "tunnel api.example.com:443" {
+		t.Errorf("spans at the backend: %v", names)
+	}
+
+	// The span metrics are flushed every 15 s.
+	want := `span_name="tls handshake"`
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + promAddr + "/metrics")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for line := range strings.Lines(string(body)) {
+				if strings.Contains(line, "duration") && strings.Contains(line, "_count") && strings.Contains(line, want) && strings.Contains(line, `server_address="api.example.com"`) {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no duration histogram with %s and server_address in 60s at %s", want, promAddr)
+		}
+		time.Sleep(time.Second)
+	}
+}

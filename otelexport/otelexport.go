@@ -251,31 +251,33 @@ func (x *Exporter) ConnClosed(ev *event.Event) {
 	if ev.Kind == event.KindGap { // a note about lost events, not a connection
 		return
 	}
+	// The root's start decides sampling (by trace id alone), before any
+	// work on the plan; a span is queued only when it ends, so a root that
+	// is never ended costs nothing more.
+	_, root := x.tracer.Start(context.Background(), rootName(ev), trace.WithTimestamp(ev.Start), trace.WithSpanKind(trace.SpanKindServer))
+	if !root.SpanContext().IsSampled() {
+		x.count(metrics.OTLPUnsampled, 0)
+		return
+	}
 	spans := plan(ev)
 	n := len(spans)
+	if !x.gate.admit(n) {
+		x.count(metrics.OTLPDropped, n)
+		return
+	}
 	live := make([]trace.Span, n)
+	live[0] = root
+	root.SetAttributes(spans[0].attrs...)
 	for i := range spans {
 		s := &spans[i]
-		ctx := context.Background()
-		if s.parent >= 0 {
-			ctx = trace.ContextWithSpan(ctx, live[s.parent])
-		}
-		opts := []trace.SpanStartOption{trace.WithTimestamp(s.start), trace.WithSpanKind(s.kind), trace.WithAttributes(s.attrs...)}
-		if s.link >= 0 {
-			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: live[s.link].SpanContext()}))
-		}
-		_, sp := x.tracer.Start(ctx, s.name, opts...)
-		if i == 0 {
-			// The root's start decides sampling; a span is queued only
-			// when it ends, so a root that is never ended costs nothing.
-			if !sp.SpanContext().IsSampled() {
-				x.count(metrics.OTLPUnsampled, 0)
-				return
+		sp := live[i]
+		if i > 0 {
+			opts := []trace.SpanStartOption{trace.WithTimestamp(s.start), trace.WithSpanKind(s.kind), trace.WithAttributes(s.attrs...)}
+			if s.link >= 0 {
+				opts = append(opts, trace.WithLinks(trace.Link{SpanContext: live[s.link].SpanContext()}))
 			}
-			if !x.gate.admit(n) {
-				x.count(metrics.OTLPDropped, n)
-				return
-			}
+			_, sp = x.tracer.Start(trace.ContextWithSpan(context.Background(), live[s.parent]), s.name, opts...)
+			live[i] = sp
 		}
 		for _, e := range s.events {
 			sp.AddEvent(e.name, trace.WithTimestamp(e.at), trace.WithAttributes(e.attrs...))
@@ -283,7 +285,6 @@ func (x *Exporter) ConnClosed(ev *event.Event) {
 		if s.err != "" {
 			sp.SetStatus(codes.Error, s.err)
 		}
-		live[i] = sp
 	}
 	// Children first, so that a backend showing spans as they come never
 	// shows a root missing its children.

@@ -4,6 +4,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,7 +85,7 @@ func plan(ev *event.Event) []span {
 		if ev.TCP != nil {
 			p.spans[root].attrs = appendTCP(p.spans[root].attrs, ev.TCP)
 			// The event does not say when a tunnel's failed dial began.
-			p.connection(root, ev.TCP, ev.TLS, -1)
+			p.connection(root, ev.Target, ev.TCP, ev.TLS, -1)
 		}
 	default:
 		// Requests are the client's, so children of the root, linked to
@@ -181,12 +182,12 @@ func (p *planner) upstream(root int, up *event.Upstream) (int, float64) {
 	attrs = append(attrs, attribute.Int("inspectproxy.upstream.id", up.ID))
 	attrs = appendHostPort(attrs, semconv.ServerAddressKey, semconv.ServerPortKey, up.Target)
 	attrs = appendTCP(attrs, tcp)
-	attrs = appendTLS(attrs, up.TLS)
+	attrs = appendTLS(attrs, up.TLS, up.Target)
 	i := p.child(root, spanUpstream+" "+up.Target, trace.SpanKindClient, from, to, attrs...)
 	if i >= 0 {
 		p.spans[i].err = up.Error
 	}
-	return i, p.connection(i, tcp, up.TLS, from)
+	return i, p.connection(i, up.Target, tcp, up.TLS, from)
 }
 
 // firstRequest is the start of the first request on upstream id, or of
@@ -204,24 +205,31 @@ func (p *planner) firstRequest(id int) float64 {
 func (p *planner) endMS() float64 { return float64(p.ev.End.Sub(p.ev.Start)) / 1e6 }
 
 // connection adds the DNS, connect, TLS and half-close spans of one TCP
-// connection under parent, with the FIN and RST as parent's span events.
-// dialFrom, if not negative, is when the dial began should the event not
-// tell (the lookup failed). It returns when the connection was ready for
-// data, or -1.
-func (p *planner) connection(parent int, tcp *event.TCP, tls *event.TLS, dialFrom float64) float64 {
+// connection to target under parent, with the FIN and RST as parent's span
+// events. Each span names the target (server.address), so that a backend
+// can aggregate a phase per destination. dialFrom, if not negative, is
+// when the dial began should the event not tell (the lookup failed). It
+// returns when the connection was ready for data, or -1.
+func (p *planner) connection(parent int, target string, tcp *event.TCP, tls *event.TLS, dialFrom float64) float64 {
 	ready := -1.0
+	// Clipped: every append below copies, none writes into another's.
+	server := slices.Clip(appendHostPort(nil, semconv.ServerAddressKey, semconv.ServerPortKey, target))
 	if tcp.DNSMS != nil {
+		dns := server
+		if len(server) > 0 {
+			dns = append(server, semconv.DNSQuestionName(server[0].Value.AsString()))
+		}
 		if dnsEnd, _, ok := dialStart(tcp); ok {
-			p.child(parent, spanDNS, trace.SpanKindClient, dnsEnd-*tcp.DNSMS, dnsEnd)
+			p.child(parent, spanDNS, trace.SpanKindClient, dnsEnd-*tcp.DNSMS, dnsEnd, dns...)
 		} else if dialFrom >= 0 {
-			p.child(parent, spanDNS, trace.SpanKindClient, dialFrom, dialFrom+*tcp.DNSMS)
+			p.child(parent, spanDNS, trace.SpanKindClient, dialFrom, dialFrom+*tcp.DNSMS, dns...)
 		} else if parent >= 0 {
 			p.spans[parent].attrs = append(p.spans[parent].attrs, attribute.Float64("inspectproxy.tcp.dns_ms", *tcp.DNSMS))
 		}
 	}
 	if len(tcp.Attempts) > 0 {
 		for _, a := range tcp.Attempts {
-			attrs := appendHostPort(make([]attribute.KeyValue, 0, 4), semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, a.Addr)
+			attrs := appendHostPort(append(make([]attribute.KeyValue, 0, 6), server...), semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, a.Addr)
 			i := p.child(parent, spanConnect, trace.SpanKindClient, a.StartMS, a.StartMS+a.MS,
 				append(attrs, semconv.NetworkTransportTCP, attribute.String("inspectproxy.tcp.attempt.outcome", a.Outcome))...)
 			if i >= 0 && a.Outcome != "connected" && a.Outcome != "cancelled" {
@@ -229,18 +237,18 @@ func (p *planner) connection(parent int, tcp *event.TCP, tls *event.TLS, dialFro
 			}
 		}
 	} else if tcp.ConnectMS != nil && tcp.ConnectAt > 0 {
-		attrs := appendHostPort(make([]attribute.KeyValue, 0, 3), semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, tcp.RemoteAddr)
+		attrs := appendHostPort(append(make([]attribute.KeyValue, 0, 5), server...), semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, tcp.RemoteAddr)
 		p.child(parent, spanConnect, trace.SpanKindClient, tcp.ConnectAt-*tcp.ConnectMS, tcp.ConnectAt, append(attrs, semconv.NetworkTransportTCP)...)
 	}
 	if tcp.ConnectAt > 0 {
 		ready = tcp.ConnectAt
 	}
-	if done := p.handshake(parent, tls); done >= 0 {
+	if done := p.handshake(parent, tls, server); done >= 0 {
 		ready = done
 	}
 	if tcp.ClientFINMS != nil && tcp.ServerFINMS != nil {
 		from, to := min(*tcp.ClientFINMS, *tcp.ServerFINMS), max(*tcp.ClientFINMS, *tcp.ServerFINMS)
-		p.child(parent, spanHalfClose, trace.SpanKindInternal, from, to, attribute.String("inspectproxy.tcp.first_fin", tcp.FirstFIN))
+		p.child(parent, spanHalfClose, trace.SpanKindInternal, from, to, append(server, attribute.String("inspectproxy.tcp.first_fin", tcp.FirstFIN))...)
 	}
 	if fin := firstFIN(tcp); fin != nil {
 		p.event(parent, evFirstFIN, *fin, attribute.String("inspectproxy.tcp.side", tcp.FirstFIN))
@@ -270,7 +278,7 @@ func firstFIN(tcp *event.TCP) *float64 {
 // handshake adds the TLS handshake span, ClientHello to done (or to its
 // failure), with the hellos as span events. It returns when the handshake
 // was done, or -1.
-func (p *planner) handshake(parent int, t *event.TLS) float64 {
+func (p *planner) handshake(parent int, t *event.TLS, server []attribute.KeyValue) float64 {
 	if t == nil {
 		return -1
 	}
@@ -292,7 +300,7 @@ func (p *planner) handshake(parent int, t *event.TLS) float64 {
 	if to != nil {
 		end = *to
 	}
-	i := p.child(parent, spanTLS, trace.SpanKindInternal, *from, end, semconv.TLSEstablishedKey.Bool(t.HandshakeDone != nil))
+	i := p.child(parent, spanTLS, trace.SpanKindInternal, *from, end, server...)
 	if i < 0 {
 		return -1
 	}
@@ -309,7 +317,7 @@ func (p *planner) handshake(parent int, t *event.TLS) float64 {
 		}
 	}
 	if t.ServerHelloMS != nil {
-		p.event(i, evServerHello, *t.ServerHelloMS, serverHelloAttrs(t)...)
+		p.event(i, evServerHello, *t.ServerHelloMS) // what it chose is on the connection's span
 	}
 	if f := t.Failure; f != nil {
 		at := end
@@ -352,10 +360,9 @@ func (p *planner) exchange(parent, link int, h *event.HTTP, ready float64) {
 			end += *h.ReceiveMS
 		}
 	}
-	attrs := make([]attribute.KeyValue, 0, 12)
+	attrs := appendURL(make([]attribute.KeyValue, 0, 14), h.URL)
 	attrs = append(attrs,
 		semconv.HTTPRequestMethodKey.String(orString(h.Method, "_OTHER")),
-		semconv.URLFull(redactURL(h.URL)),
 		attribute.Bool("inspectproxy.http.reused", h.Reused),
 		semconv.HTTPResponseBodySize(int(h.Bytes)),
 	)
@@ -448,7 +455,7 @@ func rootAttrs(ev *event.Event) []attribute.KeyValue {
 		a = append(a, semconv.NetworkTransportTCP)
 		a = appendHostPort(a, semconv.ServerAddressKey, semconv.ServerPortKey, ev.Target)
 	}
-	return appendATS(appendTLS(a, ev.TLS), ev.ATS)
+	return appendATS(appendTLS(a, ev.TLS, ev.Target), ev.ATS)
 }
 
 // appendTCP appends how an upstream connection went and ended.
@@ -467,16 +474,20 @@ func appendTCP(a []attribute.KeyValue, t *event.TCP) []attribute.KeyValue {
 // (tls.client.ja3 and tls.server.ja3s are the hashes, as in their
 // examples; certificate hashes are uppercase hex), and inspectproxy.tls.*
 // for the rest.
-func appendTLS(a []attribute.KeyValue, t *event.TLS) []attribute.KeyValue {
+// The SNI is given only when it is not the target's host.
+func appendTLS(a []attribute.KeyValue, t *event.TLS, target string) []attribute.KeyValue {
 	if t == nil {
 		return a
+	}
+	if host, _, err := net.SplitHostPort(target); (err != nil || host != t.SNI) && t.SNI != "" {
+		a = append(a, attribute.String("inspectproxy.tls.sni", t.SNI))
 	}
 	if name, version, ok := protocolVersion(t.VersionCode, t.Version); ok {
 		a = append(a, semconv.TLSProtocolNameKey.String(name), semconv.TLSProtocolVersion(version))
 	}
 	a = appendStrings(a, string(semconv.TLSCipherKey), t.Cipher, string(semconv.TLSCurveKey), t.KeyExchangeGroup,
 		string(semconv.TLSNextProtocolKey), strings.ToLower(t.ALPN), string(semconv.TLSClientJa3Key), t.JA3Hash,
-		string(semconv.TLSServerJa3sKey), t.JA3SHash, "inspectproxy.tls.ja4", t.JA4, "inspectproxy.tls.sni", t.SNI,
+		string(semconv.TLSServerJa3sKey), t.JA3SHash, "inspectproxy.tls.ja4", t.JA4,
 		"inspectproxy.tls.chain_source", t.ChainSource, "inspectproxy.tls.chain_error", t.ChainError,
 		"inspectproxy.tls.verify_error", t.VerifyError, "inspectproxy.tls.verify_error_kind", t.VerifyErrorKind,
 		"inspectproxy.tls.alert", t.Alert, "inspectproxy.tls.parse_error", t.ParseError)
@@ -487,31 +498,24 @@ func appendTLS(a []attribute.KeyValue, t *event.TLS) []attribute.KeyValue {
 	if len(t.Chain) > 0 {
 		leaf := &t.Chain[0]
 		a = append(a, semconv.TLSServerSubject(leaf.Subject), semconv.TLSServerIssuer(leaf.Issuer),
-			semconv.TLSServerNotBefore(leaf.NotBefore.UTC().Format(time.RFC3339)),
 			semconv.TLSServerNotAfter(leaf.NotAfter.UTC().Format(time.RFC3339)),
 			semconv.TLSServerHashSha256(strings.ToUpper(leaf.SHA256)))
 	}
 	return a
 }
 
+// clientHelloAttrs are what the client offered, in short; the full hello
+// (cipher list, extensions) stays in the JSON event, which the trace
+// points to by inspectproxy.event.id: every attribute is paid for on each
+// connection, in the proxy's CPU.
 func clientHelloAttrs(t *event.TLS) []attribute.KeyValue {
-	a := appendStrings(nil, "inspectproxy.tls.sni", t.SNI, "inspectproxy.tls.ja3", t.JA3, "inspectproxy.tls.ja4", t.JA4)
-	if ch := t.ClientHello; ch != nil {
-		a = appendSlice(a, string(semconv.TLSClientSupportedCiphersKey), ch.CipherSuites)
-		a = appendSlice(a, "inspectproxy.tls.client_hello.versions", ch.SupportedVersions)
-		a = appendSlice(a, "inspectproxy.tls.client_hello.alpn", ch.ALPN)
-		a = append(a, attribute.Int("inspectproxy.tls.client_hello.size", ch.Size))
-	}
-	return a
-}
-
-func serverHelloAttrs(t *event.TLS) []attribute.KeyValue {
-	sh := t.ServerHello
-	if sh == nil {
+	ch := t.ClientHello
+	if ch == nil {
 		return nil
 	}
-	return appendStrings(nil, "inspectproxy.tls.server_hello.version", sh.Version, string(semconv.TLSCipherKey), sh.CipherSuite,
-		string(semconv.TLSCurveKey), sh.KeyExchangeGroup, "inspectproxy.tls.ja3s", t.JA3S)
+	a := appendSlice(nil, "inspectproxy.tls.client_hello.versions", ch.SupportedVersions)
+	a = appendSlice(a, "inspectproxy.tls.client_hello.alpn", ch.ALPN)
+	return append(a, attribute.Int("inspectproxy.tls.client_hello.size", ch.Size))
 }
 
 func appendATS(a []attribute.KeyValue, v *event.ATS) []attribute.KeyValue {
@@ -591,14 +595,42 @@ func appendHostPort(a []attribute.KeyValue, addrKey, portKey attribute.Key, hp s
 	return a
 }
 
-// redactURL replaces credentials in a URL, as url.full requires.
+// appendURL appends url.full, with credentials replaced as its definition
+// requires, and the server it names.
+func appendURL(a []attribute.KeyValue, raw string) []attribute.KeyValue {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return append(a, semconv.URLFull(raw))
+	}
+	if u.Hostname() != "" {
+		a = append(a, semconv.ServerAddress(u.Hostname()))
+		port := map[string]int{"http": 80, "https": 443}[u.Scheme]
+		if n, err := strconv.Atoi(u.Port()); err == nil {
+			port = n
+		}
+		if port > 0 {
+			a = append(a, semconv.ServerPort(port))
+		}
+	}
+	if u.User != nil {
+		raw = redacted(u)
+	}
+	return append(a, semconv.URLFull(raw))
+}
+
+// redactURL replaces credentials in a URL.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.User == nil {
 		return raw
 	}
-	u.User = url.UserPassword("REDACTED", "REDACTED")
-	return u.String()
+	return redacted(u)
+}
+
+func redacted(u *url.URL) string {
+	c := *u
+	c.User = url.UserPassword("REDACTED", "REDACTED")
+	return c.String()
 }
 
 func orString(s, fallback string) string {
