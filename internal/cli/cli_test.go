@@ -11,8 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/inspectproxy/inspectproxy/event"
 )
@@ -123,5 +127,89 @@ func TestReportCommands(t *testing.T) {
 				t.Errorf("output lacks %q:\n%.400s", tc.want, out.String())
 			}
 		})
+	}
+}
+
+// TestServeOTLP runs `serve --otlp URL --admin ...` as a user would: a
+// request through the proxy becomes a trace, flushed when the proxy
+// stops, posted as OTLP/HTTP protobuf to URL/v1/traces, with the event id.
+func TestServeOTLP(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		got  []*coltracepb.ExportTraceServiceRequest
+		path string
+	)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		req := &coltracepb.ExportTraceServiceRequest{}
+		if err := proto.Unmarshal(body, req); err != nil {
+			t.Errorf("not an OTLP export request: %v", err)
+		}
+		mu.Lock()
+		got, path = append(got, req), r.URL.Path
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer collector.Close()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+
+	events := filepath.Join(t.TempDir(), "events.jsonl")
+	ready := make(chan net.Addr, 1)
+	var stderr bytes.Buffer
+	cmd := newServe(&stderr, func(a net.Addr) { ready <- a })
+	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--events", events, "--otlp", collector.URL, "--admin", "127.0.0.1:0"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("serve exited: %v\n%s", err, stderr.String())
+	}
+	pu, _ := url.Parse("http://" + addr.String())
+	tr := &http.Transport{Proxy: http.ProxyURL(pu)}
+	resp, err := (&http.Client{Transport: tr}).Get(up.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	tr.CloseIdleConnections()
+	time.Sleep(50 * time.Millisecond)
+	cancel() // the batch processor has not exported yet (5 s): stopping must flush
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	f, err := os.Open(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ev, err := event.NewReader(f).Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if path != "/v1/traces" {
+		t.Errorf("posted to %q", path)
+	}
+	var ids []string
+	for _, req := range got {
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					for _, kv := range s.Attributes {
+						if kv.Key == "inspectproxy.event.id" {
+							ids = append(ids, kv.Value.GetStringValue())
+						}
+					}
+				}
+			}
+		}
+	}
+	if len(ids) != 1 || ids[0] != ev.ID {
+		t.Errorf("traces for events %v, want [%s]\n%s", ids, ev.ID, stderr.String())
 	}
 }
