@@ -32,14 +32,7 @@ func TestPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("INSPECTPROXY_LIMITS_IDLE_TIMEOUT", "2m")
-	v := viper.New()
-	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
-	fs.String("listen", "", "")
-	_ = v.BindPFlag("listen", fs.Lookup("listen"))
-	if err := fs.Parse([]string{"--listen", "127.0.0.1:9001"}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := Load(v, file)
+	c, err := Load(withFlag(t, "listen", "listen", "127.0.0.1:9001"), file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,6 +45,19 @@ func TestPrecedence(t *testing.T) {
 	if c.Limits.DialTimeout != 3*time.Second {
 		t.Errorf("file should beat default: dial_timeout = %s", c.Limits.DialTimeout)
 	}
+}
+
+// withFlag is a viper with one string flag bound to key, set to value.
+func withFlag(t *testing.T, flag, key, value string) *viper.Viper {
+	t.Helper()
+	v := viper.New()
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	fs.String(flag, "", "")
+	_ = v.BindPFlag(key, fs.Lookup(flag))
+	if err := fs.Parse([]string{"--" + flag, value}); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 func TestValidate(t *testing.T) {
@@ -108,14 +114,7 @@ func TestOTLPFromFile(t *testing.T) {
 	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v := viper.New()
-	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
-	fs.String("otlp", "", "")
-	_ = v.BindPFlag("otlp.endpoint", fs.Lookup("otlp"))
-	if err := fs.Parse([]string{"--otlp", "http://10.1.2.3:4318"}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := Load(v, file)
+	c, err := Load(withFlag(t, "otlp", "otlp.endpoint", "http://10.1.2.3:4318"), file)
 	if err != nil {
 		t.Fatal(err)
 	}

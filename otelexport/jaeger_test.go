@@ -118,16 +118,14 @@ exporters:
     trace_storage: mem
 `
 
-func startJaeger(t *testing.T) *jaeger {
+// runJaeger runs Jaeger's binary with a config file and env, until the
+// test ends, and returns its output so far; it shows it if the test failed.
+func runJaeger(t *testing.T, name, config string, env ...string) *bytes.Buffer {
 	t.Helper()
-	bin := jaegerBinary(t)
-	j := &jaeger{otlpHTTP: freePort(t), otlpGRPC: freePort(t), query: freePort(t), out: &bytes.Buffer{}}
-	file := filepath.Join(t.TempDir(), "jaeger.yaml")
-	if err := os.WriteFile(file, fmt.Appendf(nil, jaegerConfig, j.query, freePort(t), j.otlpGRPC, j.otlpHTTP), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--config", file)
-	cmd.Stdout, cmd.Stderr = j.out, j.out
+	out := &bytes.Buffer{}
+	cmd := exec.Command(jaegerBinary(t), "--config", config)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -142,26 +140,47 @@ func startJaeger(t *testing.T) *jaeger {
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("jaeger output:\n%s", j.out)
+			t.Logf("%s output:\n%s", name, out)
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + j.query + "/api/v3/services")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				if c, err := net.Dial("tcp", j.otlpHTTP); err == nil {
-					c.Close()
-					return j
-				}
-			}
-		}
+	return out
+}
+
+// waitUntil polls ready every 100 ms for up to a minute.
+func waitUntil(t *testing.T, what string, ready func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !ready(); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("jaeger did not come up in 60s: %v\n%s", err, j.out)
+			t.Fatalf("%s: not within a minute", what)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func listening(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+func startJaeger(t *testing.T) *jaeger {
+	t.Helper()
+	j := &jaeger{otlpHTTP: freePort(t), otlpGRPC: freePort(t), query: freePort(t)}
+	file := filepath.Join(t.TempDir(), "jaeger.yaml")
+	if err := os.WriteFile(file, fmt.Appendf(nil, jaegerConfig, j.query, freePort(t), j.otlpGRPC, j.otlpHTTP), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runJaeger(t, "jaeger", file)
+	waitUntil(t, "jaeger's query API and OTLP port", func() bool {
+		resp, err := http.Get("http://" + j.query + "/api/v3/services")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && listening(j.otlpHTTP)
+	})
+	return j
 }
 
 // The OTLP JSON that Jaeger's API v3 answers with.
@@ -298,23 +317,17 @@ func (j *jaeger) traces(t *testing.T, since time.Time) map[string][]*otlpSpan {
 // waitTraces polls until every event's trace is in Jaeger.
 func (j *jaeger) waitTraces(t *testing.T, since time.Time, evs []*event.Event) map[string][]*otlpSpan {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got := j.traces(t, since)
-		missing := 0
+	var got map[string][]*otlpSpan
+	waitUntil(t, fmt.Sprintf("%d traces in Jaeger", len(evs)), func() bool {
+		got = j.traces(t, since)
 		for _, ev := range evs {
 			if _, ok := got[ev.ID]; !ok {
-				missing++
+				return false
 			}
 		}
-		if missing == 0 {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d traces not in Jaeger after 30s", missing, len(evs))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return true
+	})
+	return got
 }
 
 // sink keeps the events the proxy writes.
@@ -743,35 +756,11 @@ func TestCollectorExample(t *testing.T) {
 	backend := startJaeger(t)
 	grpcAddr, httpAddr, promAddr, selfAddr := freePort(t), freePort(t), freePort(t), freePort(t)
 	selfHost, selfPort := hostPortOf(t, selfAddr)
-	cmd := exec.Command(jaegerBinary(t), "--config", "../configs/otel-collector.yaml")
-	cmd.Env = append(os.Environ(),
+	runJaeger(t, "collector", "../configs/otel-collector.yaml",
 		"COLLECTOR_OTLP_GRPC="+grpcAddr, "COLLECTOR_OTLP_HTTP="+httpAddr,
 		"TRACES_BACKEND="+backend.otlpGRPC, "SPANMETRICS_LISTEN="+promAddr,
 		"COLLECTOR_METRICS_HOST="+selfHost, "COLLECTOR_METRICS_PORT="+selfPort)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("collector output:\n%s", &out)
-		}
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		c, err := net.Dial("tcp", httpAddr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("collector did not listen in 60s:\n%s", &out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitUntil(t, "the collector's OTLP/HTTP port", func() bool { return listening(httpAddr) })
 
 	f, err := os.Open("testdata/events.jsonl")
 	if err != nil {
@@ -799,22 +788,19 @@ func TestCollectorExample(t *testing.T) {
 	}
 
 	// The span metrics are flushed every 15 s.
-	want := `span_name="tls handshake"`
-	deadline = time.Now().Add(60 * time.Second)
-	for {
+	waitUntil(t, "a duration histogram of span tls handshake to api.example.com", func() bool {
 		resp, err := http.Get("http://" + promAddr + "/metrics")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			for line := range strings.Lines(string(body)) {
-				if strings.Contains(line, "duration") && strings.Contains(line, "_count") && strings.Contains(line, want) && strings.Contains(line, `server_address="api.example.com"`) {
-					return
-				}
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for line := range strings.Lines(string(body)) {
+			if strings.HasPrefix(line, "traces_span_metrics_duration_milliseconds_count{") &&
+				strings.Contains(line, `span_name="tls handshake"`) && strings.Contains(line, `server_address="api.example.com"`) {
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no duration histogram with %s and server_address in 60s at %s", want, promAddr)
-		}
-		time.Sleep(time.Second)
-	}
+		return false
+	})
 }

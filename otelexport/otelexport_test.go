@@ -304,7 +304,6 @@ func TestTracesURL(t *testing.T) {
 	}
 }
 
-
 // BenchmarkConnClosed is what a connection pays at close for its trace:
 // the plan, the spans, the hand-off to the batch processor (the export
 // itself runs on the processor's goroutine, to a loopback receiver).

@@ -282,13 +282,11 @@ func (p *planner) handshake(parent int, t *event.TLS, server []attribute.KeyValu
 	if t == nil {
 		return -1
 	}
-	var from, to *float64
-	switch {
-	case t.HandshakeDone != nil && t.HandshakeMS != nil:
-		v := *t.HandshakeDone - *t.HandshakeMS
-		from, to = &v, t.HandshakeDone
-	case t.ClientHelloMS != nil:
-		from = t.ClientHelloMS
+	// From the ClientHello (handshake_ms counts from it) to done.
+	from, to := t.ClientHelloMS, t.HandshakeDone
+	if from == nil && to != nil && t.HandshakeMS != nil {
+		v := *to - *t.HandshakeMS
+		from = &v
 	}
 	if from == nil {
 		return -1
@@ -338,7 +336,7 @@ func (p *planner) handshake(parent int, t *event.TLS, server []attribute.KeyValu
 		p.event(i, evClientRejected, at, appendStrings(nil, "inspectproxy.tls.client_rejected.alert", r.Alert, "inspectproxy.tls.client_rejected.likely", r.Likely)...)
 		p.spans[i].err = "the client rejected the certificate (likely " + r.Likely + ")"
 	}
-	if to == nil || t.HandshakeDone == nil {
+	if t.HandshakeDone == nil {
 		return -1
 	}
 	return *t.HandshakeDone

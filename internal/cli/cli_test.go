@@ -21,18 +21,19 @@ import (
 	"github.com/inspectproxy/inspectproxy/event"
 )
 
-// TestServeWritesEventsAndStops runs `serve` as a user would, proxies one
-// request, cancels (SIGINT in real life) and reads the events file.
-func TestServeWritesEventsAndStops(t *testing.T) {
-	dir := t.TempDir()
-	events := filepath.Join(dir, "events.jsonl")
+// serveOneRequest runs `serve` as a user would, with args, proxies one
+// GET, cancels (SIGINT in real life), and returns the event the events
+// file holds and what serve logged.
+func serveOneRequest(t *testing.T, args ...string) (*event.Event, string) {
+	t.Helper()
+	events := filepath.Join(t.TempDir(), "events.jsonl")
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer up.Close()
 
 	ready := make(chan net.Addr, 1)
 	var stderr bytes.Buffer
 	cmd := newServe(&stderr, func(a net.Addr) { ready <- a })
-	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--events", events, "--log-format", "json", "--ats-plist", "../../ats/testdata/Info.plist"})
+	cmd.SetArgs(append([]string{"--listen", "127.0.0.1:0", "--events", events}, args...))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
@@ -64,6 +65,12 @@ func TestServeWritesEventsAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatalf("events file: %v", err)
 	}
+	return ev, stderr.String()
+}
+
+// TestServeWritesEventsAndStops: one request, one event, one log line.
+func TestServeWritesEventsAndStops(t *testing.T) {
+	ev, stderr := serveOneRequest(t, "--log-format", "json", "--ats-plist", "../../ats/testdata/Info.plist")
 	if ev.Kind != event.KindHTTP || len(ev.HTTP) != 1 || ev.HTTP[0].Status != 200 {
 		t.Errorf("event %+v", ev)
 	}
@@ -72,8 +79,8 @@ func TestServeWritesEventsAndStops(t *testing.T) {
 	if a := ev.ATS; a == nil || a.Compliant != "no" || a.App == nil || !a.App.Allowed || !strings.Contains(a.App.Key, "NSAllowsLocalNetworking") {
 		t.Errorf("ats verdict %+v", a)
 	}
-	if !strings.Contains(stderr.String(), `"msg":"connection"`) {
-		t.Errorf("no JSON log line per connection:\n%s", stderr.String())
+	if !strings.Contains(stderr, `"msg":"connection"`) {
+		t.Errorf("no JSON log line per connection:\n%s", stderr)
 	}
 }
 
@@ -130,9 +137,9 @@ func TestReportCommands(t *testing.T) {
 	}
 }
 
-// TestServeOTLP runs `serve --otlp URL --admin ...` as a user would: a
-// request through the proxy becomes a trace, flushed when the proxy
-// stops, posted as OTLP/HTTP protobuf to URL/v1/traces, with the event id.
+// TestServeOTLP runs `serve --otlp URL --admin ...`: the request becomes a
+// trace, flushed when the proxy stops (before the batch processor's 5 s),
+// posted as OTLP/HTTP protobuf to URL/v1/traces with the event's id.
 func TestServeOTLP(t *testing.T) {
 	var (
 		mu   sync.Mutex
@@ -151,45 +158,7 @@ func TestServeOTLP(t *testing.T) {
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	}))
 	defer collector.Close()
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	defer up.Close()
-
-	events := filepath.Join(t.TempDir(), "events.jsonl")
-	ready := make(chan net.Addr, 1)
-	var stderr bytes.Buffer
-	cmd := newServe(&stderr, func(a net.Addr) { ready <- a })
-	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--events", events, "--otlp", collector.URL, "--admin", "127.0.0.1:0"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
-	var addr net.Addr
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("serve exited: %v\n%s", err, stderr.String())
-	}
-	pu, _ := url.Parse("http://" + addr.String())
-	tr := &http.Transport{Proxy: http.ProxyURL(pu)}
-	resp, err := (&http.Client{Transport: tr}).Get(up.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	tr.CloseIdleConnections()
-	time.Sleep(50 * time.Millisecond)
-	cancel() // the batch processor has not exported yet (5 s): stopping must flush
-	if err := <-done; err != nil {
-		t.Fatalf("serve: %v", err)
-	}
-	f, err := os.Open(events)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ev, err := event.NewReader(f).Next()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev, stderr := serveOneRequest(t, "--otlp", collector.URL, "--admin", "127.0.0.1:0")
 	mu.Lock()
 	defer mu.Unlock()
 	if path != "/v1/traces" {
@@ -210,6 +179,6 @@ func TestServeOTLP(t *testing.T) {
 		}
 	}
 	if len(ids) != 1 || ids[0] != ev.ID {
-		t.Errorf("traces for events %v, want [%s]\n%s", ids, ev.ID, stderr.String())
+		t.Errorf("traces for events %v, want [%s]\n%s", ids, ev.ID, stderr)
 	}
 }
