@@ -23,11 +23,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// The SDK's gRPC client keeps a resolver goroutine until the
-		// runtime reclaims it; it is not ours.
-		goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 // tally is Stats for tests: counts by outcome.

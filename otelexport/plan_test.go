@@ -130,3 +130,30 @@ func TestPlanBounded(t *testing.T) {
 }
 
 func ptr(v float64) *float64 { return &v }
+
+// FuzzPlan: any event the reader accepts maps to a trace with its root
+// first, parents before children, at most maxSpans spans, and no panic.
+func FuzzPlan(f *testing.F) {
+	data, err := os.ReadFile("testdata/events.jsonl")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		f.Add([]byte(line))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		ev, err := event.NewReader(strings.NewReader(string(line))).Next()
+		if err != nil {
+			return
+		}
+		spans := plan(ev)
+		if len(spans) == 0 || len(spans) > maxSpans || spans[0].parent != -1 {
+			t.Fatalf("%d spans, root parent %d", len(spans), spans[0].parent)
+		}
+		for i, s := range spans[1:] {
+			if s.parent < 0 || s.parent > i || s.link > i || s.end.Before(s.start) {
+				t.Fatalf("span %d %q: parent %d link %d, %v..%v", i+1, s.name, s.parent, s.link, s.start, s.end)
+			}
+		}
+	})
+}
