@@ -12,12 +12,16 @@ import (
 	"os"
 	"path"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/inspectproxy/inspectproxy/scope"
 )
 
 // ErrOpenProxy is returned by Validate for a non-loopback listener with no
@@ -28,9 +32,8 @@ var ErrOpenProxy = errors.New("config: refusing to run as an open proxy")
 type Config struct {
 	// Listen is the proxy's address. Default 127.0.0.1:8080.
 	Listen string `mapstructure:"listen"`
-	// Events is the JSON-lines file events are appended to; "-" is stdout.
-	// Default inspect-events.jsonl.
-	Events string `mapstructure:"events"`
+	// Events is where events are written and how that file is kept.
+	Events Events `mapstructure:"events"`
 	// Log configures the zap log on stderr.
 	Log Log `mapstructure:"log"`
 	// Access controls who may use the proxy and where it may connect.
@@ -45,8 +48,55 @@ type Config struct {
 	MITM MITM `mapstructure:"mitm"`
 	// Admin is the metrics and health listener.
 	Admin Admin `mapstructure:"admin"`
+	// Capture limits which connections are recorded.
+	Capture Capture `mapstructure:"capture"`
+	// Socks is the SOCKS5 listener, off by default.
+	Socks Socks `mapstructure:"socks"`
 	// OTLP exports each client connection as an OpenTelemetry trace.
 	OTLP OTLP `mapstructure:"otlp"`
+}
+
+// Capture scopes what is recorded, like mitmproxy's ignore_hosts and
+// allow_hosts but with globs (path.Match syntax, matched without case; a
+// "*" crosses dots, a pattern with ":" matches host:port). Connections out
+// of scope are still proxied, and not recorded.
+type Capture struct {
+	// OnlyHosts, when set, records only connections to matching hosts.
+	// Default empty (every host).
+	OnlyHosts []string `mapstructure:"only_hosts"`
+	// IgnoreHosts records no connection to matching hosts, e.g.
+	// ["*.apple.com", "*.icloud.com"]. Default empty.
+	IgnoreHosts []string `mapstructure:"ignore_hosts"`
+}
+
+// CaptureScope is the matcher of Capture: Recorded(target) says whether a
+// connection to target is recorded.
+func (c *Config) CaptureScope() scope.Hosts {
+	return scope.Hosts{Only: c.Capture.OnlyHosts, Ignore: c.Capture.IgnoreHosts}
+}
+
+// Events configures the events file. The old form, a file name alone
+// (`events: FILE`, INSPECTPROXY_EVENTS), still sets Path.
+type Events struct {
+	// Path is the JSON-lines file events are appended to; "-" is stdout.
+	// Default inspect-events.jsonl.
+	Path string `mapstructure:"path"`
+	// MaxSize rotates the file before it grows past this many megabytes
+	// (MiB): it is renamed NAME-TIMESTAMP.EXT and a new one started. 0
+	// never rotates (rotate with logrotate, which sends SIGHUP). Default 0.
+	MaxSize int `mapstructure:"max_size"`
+	// MaxBackups is how many rotated files are kept, the oldest removed
+	// first; 0 keeps them all. Default 0.
+	MaxBackups int `mapstructure:"max_backups"`
+	// Compress gzips rotated files (NAME-TIMESTAMP.EXT.gz). Default false.
+	Compress bool `mapstructure:"compress"`
+	// QueueBytes bounds the events waiting for the writer. When it is full
+	// (the disk stalls), new events are dropped and counted, never waited
+	// for. Default 16MiB.
+	QueueBytes int `mapstructure:"queue_bytes"`
+	// CloseTimeout bounds writing what is queued at shutdown; events still
+	// queued then are counted as dropped. Default 5s.
+	CloseTimeout time.Duration `mapstructure:"close_timeout"`
 }
 
 // Log configures logging.
@@ -60,15 +110,25 @@ type Log struct {
 // Access controls clients and destinations.
 type Access struct {
 	// AllowClients lists client networks (CIDR or IP) allowed to connect;
-	// empty allows everyone who can reach the listener. Default empty.
+	// empty allows everyone who can reach the listener. Clients on this
+	// host (loopback, or one of its own addresses) are always allowed, so
+	// the proxy can be tried from the machine it runs on. Default empty.
 	AllowClients []string `mapstructure:"allow_clients"`
 	// Username and Password enable proxy Basic auth when both are set.
 	// Default empty (no auth).
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
 	// DenyDestinations lists networks (CIDR or IP) the proxy will not
-	// connect to, checked after DNS. Default empty.
+	// connect to, checked after DNS for every address a name resolves to.
+	// IPv4-mapped entries (::ffff:192.0.2.0/120) mean their IPv4 network;
+	// other IPv6 entries match IPv6 destinations only. Default empty.
 	DenyDestinations []string `mapstructure:"deny_destinations"`
+	// AllowLocalDestinations lets clients on other hosts reach this host
+	// itself: loopback, unspecified (0.0.0.0, ::), link-local
+	// (169.254.0.0/16 with cloud metadata, fe80::/10) and the addresses of
+	// its interfaces. Clients on this host may always reach those; nobody
+	// may reach the proxy's own listeners (a loop). Default false.
+	AllowLocalDestinations bool `mapstructure:"allow_local_destinations"`
 }
 
 // Limits bound what one client can hold.
@@ -97,6 +157,32 @@ type Limits struct {
 	// ShutdownGrace is how long open connections get to finish on SIGINT or
 	// SIGTERM before they are closed and their events written. Default 10s.
 	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
+	// HandshakeTimeout bounds each TLS handshake the proxy makes itself
+	// (both legs of a decrypted connection). Default 10s.
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
+	// MaxUpstreamsOpen caps the upstream connections one client connection
+	// holds open at once (plain HTTP to many hosts, or MITM); idle ones are
+	// closed first, then requests get 503. Default 32.
+	MaxUpstreamsOpen int `mapstructure:"max_upstreams_open"`
+	// MaxUpstreamsPerClient caps the upstream connections one client
+	// connection opens over its life; past it, requests get 503 and the
+	// connection is closed. Default 256.
+	MaxUpstreamsPerClient int `mapstructure:"max_upstreams_per_client_life"`
+	// MaxRecordedRequests is how many requests of one client connection
+	// the event describes; the rest are served and counted (cut.http).
+	// Default 1000.
+	MaxRecordedRequests int `mapstructure:"max_recorded_requests"`
+	// MaxURLBytes is how much of each request's URL the event keeps; the
+	// full length is recorded beside it (http[].url_length). Default 2KiB.
+	MaxURLBytes int `mapstructure:"max_url_bytes"`
+	// MaxHeaderBytesRecorded is how many bytes of each request's and
+	// response's headers the event keeps. Default 16KiB.
+	MaxHeaderBytesRecorded int `mapstructure:"max_header_bytes_recorded"`
+	// MaxEventBytes bounds one event's size: past it, requests are only
+	// counted and the event says truncated. The events writer drops a
+	// longer line (newline included) and counts it (too_large), so no
+	// reader meets one. Default 1MiB.
+	MaxEventBytes int `mapstructure:"max_event_bytes"`
 }
 
 // TLS configures certificate work.
@@ -139,11 +225,35 @@ type MITM struct {
 	// InsecureUpstream skips verifying upstream certificates in MITM mode.
 	// Default false.
 	InsecureUpstream bool `mapstructure:"insecure_upstream"`
+	// AutoPassthrough sends a host through undecrypted for
+	// AutoPassthroughTTL once a client rejected the proxy's certificate for
+	// it (certificate pinning, or a CA the client does not trust); each such
+	// event says why in mitm_skipped. Default false.
+	AutoPassthrough bool `mapstructure:"auto_passthrough"`
+	// AutoPassthroughTTL is how long AutoPassthrough remembers a host.
+	// Default 10m.
+	AutoPassthroughTTL time.Duration `mapstructure:"auto_passthrough_ttl"`
+	// RecordSecrets keeps Cookie, Set-Cookie, Authorization and
+	// Proxy-Authorization values in http[] headers; otherwise they read
+	// "[redacted]". Default false.
+	RecordSecrets bool `mapstructure:"record_secrets"`
+	// Keylog appends the TLS secrets of both legs of every decrypted
+	// connection to this file in NSS key log format (for Wireshark); the
+	// SSLKEYLOGFILE environment variable sets it too. Default empty (off).
+	Keylog string `mapstructure:"keylog"`
 }
 
 // Admin configures the metrics listener.
 type Admin struct {
 	// Listen serves /metrics and /healthz there; empty is off. Default empty.
+	Listen string `mapstructure:"listen"`
+}
+
+// Socks configures the SOCKS5 listener.
+type Socks struct {
+	// Listen is the SOCKS5 (RFC 1928) address; empty is off. As for
+	// listen, anything but a loopback address needs access.allow_clients
+	// and/or access.username+password (RFC 1929 for SOCKS). Default empty.
 	Listen string `mapstructure:"listen"`
 }
 
@@ -197,7 +307,7 @@ func Default() Config {
 	}
 	return Config{
 		Listen: "127.0.0.1:8080",
-		Events: "inspect-events.jsonl",
+		Events: Events{Path: "inspect-events.jsonl", QueueBytes: 16 << 20, CloseTimeout: 5 * time.Second},
 		Log:    Log{Format: "console", Level: "info"},
 		Limits: Limits{
 			MaxConnections:   4096,
@@ -209,10 +319,18 @@ func Default() Config {
 			HalfCloseTimeout: 60 * time.Second,
 			InspectBuffer:    256 << 10,
 			ShutdownGrace:    10 * time.Second,
+
+			HandshakeTimeout:       10 * time.Second,
+			MaxUpstreamsOpen:       32,
+			MaxUpstreamsPerClient:  256,
+			MaxRecordedRequests:    1000,
+			MaxURLBytes:            2 << 10,
+			MaxHeaderBytesRecorded: 16 << 10,
+			MaxEventBytes:          1 << 20,
 		},
 		TLS:  TLS{Probe: true, ProbeTimeout: 5 * time.Second, ProbeTTL: 10 * time.Minute},
 		ATS:  ATS{MinTLSVersion: "TLSv1.2", RequireForwardSecrecy: true},
-		MITM: MITM{DataDir: home + "/.inspectproxy"},
+		MITM: MITM{DataDir: home + "/.inspectproxy", AutoPassthroughTTL: 10 * time.Minute},
 		OTLP: OTLP{SamplingRatio: 1, QueueSize: 2048},
 	}
 }
@@ -220,11 +338,26 @@ func Default() Config {
 // Validate checks values and the open-proxy rule.
 func (c *Config) Validate() error {
 	var errs []error
-	host, _, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("config: listen %q: %w", c.Listen, err))
-	} else if !isLoopback(host) && len(c.Access.AllowClients) == 0 && !c.AuthEnabled() {
-		errs = append(errs, fmt.Errorf("%w: listen %q is not loopback; set access.allow_clients (e.g. 192.168.1.0/24) and/or access.username and access.password", ErrOpenProxy, c.Listen))
+	for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"socks.listen", c.Socks.Listen}} {
+		if l.addr == "" && l.key != "listen" {
+			continue
+		}
+		if err := c.checkListener(l.key, l.addr); err != nil {
+			errs = append(errs, err)
+		} else if err := checkPort(l.key, l.addr); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.Admin.Listen != "" {
+		if err := checkPort("admin.listen", c.Admin.Listen); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := scope.ValidateGlobs("config: capture.only_hosts", c.Capture.OnlyHosts); err != nil {
+		errs = append(errs, err)
+	}
+	if err := scope.ValidateGlobs("config: capture.ignore_hosts", c.Capture.IgnoreHosts); err != nil {
+		errs = append(errs, err)
 	}
 	if (c.Access.Username == "") != (c.Access.Password == "") {
 		errs = append(errs, errors.New("config: access.username and access.password must be set together"))
@@ -254,12 +387,14 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("config: ats.min_tls_version %q: want TLSv1.0, TLSv1.1, TLSv1.2 or TLSv1.3", c.ATS.MinTLSVersion))
 	}
+	if c.MITM.AutoPassthrough && c.MITM.AutoPassthroughTTL <= 0 {
+		errs = append(errs, fmt.Errorf("config: mitm.auto_passthrough_ttl must be positive, got %s", c.MITM.AutoPassthroughTTL))
+	}
 	for _, p := range c.MITM.Hosts {
 		if _, err := path.Match(p, ""); err != nil {
 			errs = append(errs, fmt.Errorf("config: mitm.hosts pattern %q: %w", p, err))
 		}
 	}
-	errs = append(errs, c.OTLP.validate()...)
 	l := c.Limits
 	for name, v := range map[string]int64{
 		"max_connections": int64(l.MaxConnections), "max_header_bytes": int64(l.MaxHeaderBytes),
@@ -267,11 +402,17 @@ func (c *Config) Validate() error {
 		"dial_timeout": int64(l.DialTimeout), "hello_timeout": int64(l.HelloTimeout),
 		"idle_timeout": int64(l.IdleTimeout), "half_close_timeout": int64(l.HalfCloseTimeout),
 		"shutdown_grace": int64(l.ShutdownGrace), "tls.probe_timeout": int64(c.TLS.ProbeTimeout),
+		"handshake_timeout": int64(l.HandshakeTimeout), "max_upstreams_open": int64(l.MaxUpstreamsOpen),
+		"max_upstreams_per_client_life": int64(l.MaxUpstreamsPerClient), "max_recorded_requests": int64(l.MaxRecordedRequests),
+		"max_url_bytes": int64(l.MaxURLBytes), "max_header_bytes_recorded": int64(l.MaxHeaderBytesRecorded),
+		"max_event_bytes": int64(l.MaxEventBytes),
 	} {
 		if v <= 0 {
 			errs = append(errs, fmt.Errorf("config: limits.%s must be positive, got %d", name, v))
 		}
 	}
+	errs = append(errs, c.Events.validate(l.MaxEventBytes)...)
+	errs = append(errs, c.OTLP.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -308,6 +449,45 @@ func (o *OTLP) validate() []error {
 	return errs
 }
 
+func (e *Events) validate(maxEvent int) []error {
+	var errs []error
+	if e.Path == "" {
+		errs = append(errs, errors.New("config: events.path is empty (use \"-\" for stdout)"))
+	}
+	for name, v := range map[string]int64{"max_size": int64(e.MaxSize), "max_backups": int64(e.MaxBackups)} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("config: events.%s must not be negative, got %d", name, v))
+		}
+	}
+	if e.Path == "-" && (e.MaxSize > 0 || e.MaxBackups > 0 || e.Compress) {
+		errs = append(errs, errors.New("config: events.path is \"-\" (stdout), which cannot be rotated: unset events.max_size, max_backups and compress"))
+	}
+	// The largest line must fit in the queue, and in a rotated file with
+	// room to spare for what may precede it in one write (a gap record).
+	if e.MaxSize > 0 && int64(e.MaxSize)<<20 < 2*int64(maxEvent) {
+		errs = append(errs, fmt.Errorf("config: events.max_size %d MiB must hold two lines of limits.max_event_bytes %d", e.MaxSize, maxEvent))
+	}
+	if e.QueueBytes < maxEvent {
+		errs = append(errs, fmt.Errorf("config: events.queue_bytes %d is smaller than limits.max_event_bytes %d", e.QueueBytes, maxEvent))
+	}
+	if e.CloseTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("config: events.close_timeout must be positive, got %s", e.CloseTimeout))
+	}
+	return errs
+}
+
+// checkPort checks the port of a host:port setting: 0 (any free port) to 65535.
+func checkPort(key, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("config: %s %q: %w", key, addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("config: %s %q: port %q is not a number from 0 to 65535", key, addr, port)
+	}
+	return nil
+}
+
 // AuthEnabled reports whether proxy Basic auth is on.
 func (c *Config) AuthEnabled() bool { return c.Access.Username != "" && c.Access.Password != "" }
 
@@ -325,24 +505,48 @@ func (c *Config) MITMFor(host string) bool {
 	return false
 }
 
-// ParsePrefix parses a CIDR or a single IP address.
+// ParsePrefix parses a CIDR or a single IP address, normalised so that it
+// matches unmapped addresses: an IPv4-mapped prefix (::ffff:192.0.2.0/120)
+// becomes its IPv4 network (192.0.2.0/24), which would otherwise never
+// match. Zones and prefixes that mix mapped and other IPv6 addresses are
+// refused.
 func ParsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
+	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an IP address", s)
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an IP address", s)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q has a zone (%%%s); zones are not allowed", s, a.Zone())
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("%q mixes IPv4-mapped and other IPv6 addresses; write IPv4 and IPv6 networks as separate entries", s)
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
+// checkListener checks a listener address and the open-proxy rule. A name
+// is not trusted to be loopback (localhost may resolve elsewhere); after
+// binding, the caller checks the address actually bound (access.RequireLoopback).
+func (c *Config) checkListener(key, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("config: %s %q: %w", key, addr, err)
 	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
+	if len(c.Access.AllowClients) > 0 || c.AuthEnabled() {
+		return nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Unmap().IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %q is not a loopback address (a name is not trusted: localhost may resolve elsewhere; use 127.0.0.1 or [::1]); "+
+		"or say who may use it with --allow-clients 192.168.1.0/24 (access.allow_clients) and/or --proxy-auth USER:PASSWORD (access.username and access.password)", ErrOpenProxy, key, addr)
 }
 
 // Load builds the configuration: defaults, then file (if non-empty), then
@@ -354,10 +558,17 @@ func Load(v *viper.Viper, file string) (Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if file != "" {
-		v.SetConfigFile(file)
-		if err := v.ReadInConfig(); err != nil {
-			return Config{}, fmt.Errorf("config: read %s: %w", file, err)
+		if err := readFile(v, file); err != nil {
+			return Config{}, err
 		}
+	}
+	// The old variable would hide every events.* key (viper sees a value
+	// where a section is), so it is refused rather than half-applied.
+	if _, ok := os.LookupEnv("INSPECTPROXY_EVENTS"); ok {
+		return Config{}, errors.New("config: INSPECTPROXY_EVENTS: events is a section now; set INSPECTPROXY_EVENTS_PATH instead")
+	}
+	if err := unknownKeys(v, file); err != nil {
+		return Config{}, err
 	}
 	var c Config
 	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
@@ -365,7 +576,7 @@ func Load(v *viper.Viper, file string) (Config, error) {
 		mapstructure.StringToSliceHookFunc(","),
 	)))
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %s: %w", orDefaults(file), err)
+		return Config{}, decodeError(v, file, err)
 	}
 	if rest, ok := strings.CutPrefix(c.MITM.DataDir, "~/"); ok {
 		if home, err := os.UserHomeDir(); err == nil {
@@ -375,9 +586,98 @@ func Load(v *viper.Viper, file string) (Config, error) {
 	return c, c.Validate()
 }
 
+// readFile merges the config file into v. The old form `events: FILE`
+// becomes events.path: viper cannot hold a key as a value and a section.
+func readFile(v *viper.Viper, file string) error {
+	f := viper.New()
+	f.SetConfigFile(file)
+	if err := f.ReadInConfig(); err != nil {
+		return fmt.Errorf("config: read %s: %w", file, err)
+	}
+	m := f.AllSettings()
+	if p, ok := m["events"].(string); ok {
+		m["events"] = map[string]any{"path": p}
+	}
+	if err := v.MergeConfigMap(m); err != nil {
+		return fmt.Errorf("config: %s: %w", file, err)
+	}
+	return nil
+}
+
+// EnvName is the environment variable of a config key.
+func EnvName(key string) string {
+	return "INSPECTPROXY_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// unknownKeys names the keys of the file that the Config has not, with
+// the keys it has at that level.
+func unknownKeys(v *viper.Viper, file string) error {
+	known := map[string]bool{}
+	var maps []string // keys of map fields (otlp.headers): any key under them is theirs
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for i := range t.NumField() {
+			key := prefix + t.Field(i).Tag.Get("mapstructure")
+			known[key] = true
+			switch f := t.Field(i).Type; {
+			case f.Kind() == reflect.Struct && f != reflect.TypeFor[time.Duration]():
+				walk(key+".", f)
+			case f.Kind() == reflect.Map:
+				maps = append(maps, key+".")
+			}
+		}
+	}
+	walk("", reflect.TypeFor[Config]())
+	var errs []error
+	for _, k := range v.AllKeys() {
+		if known[k] || slices.ContainsFunc(maps, func(m string) bool { return strings.HasPrefix(k, m) }) {
+			continue
+		}
+		parent, siblings := "", []string{}
+		if i := strings.LastIndexByte(k, '.'); i >= 0 {
+			parent = k[:i]
+		}
+		for kk := range known {
+			p := ""
+			if i := strings.LastIndexByte(kk, '.'); i >= 0 {
+				p = kk[:i]
+			}
+			if p == parent {
+				siblings = append(siblings, kk)
+			}
+		}
+		slices.Sort(siblings)
+		errs = append(errs, fmt.Errorf("config: %s: unknown key %q; the keys there are %s", orDefaults(file), k, strings.Join(siblings, ", ")))
+	}
+	return errors.Join(errs...)
+}
+
+// decodeError names, for each key the decoder refused, where its value
+// came from (environment variable, flag or file) and the value itself.
+func decodeError(v *viper.Viper, file string, err error) error {
+	var errs []error
+	for _, line := range strings.Split(err.Error(), "\n") {
+		rest, ok := strings.CutPrefix(line, "'")
+		key, msg, found := strings.Cut(rest, "' ")
+		if !ok || !found {
+			continue
+		}
+		val := fmt.Sprint(v.Get(key))
+		if env, set := os.LookupEnv(EnvName(key)); set {
+			errs = append(errs, fmt.Errorf("config: %s=%q (%s): %s", EnvName(key), env, key, msg))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("config: %s: %s %q: %s", orDefaults(file), key, val, msg))
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("config: %s: %w", orDefaults(file), err)
+	}
+	return errors.Join(errs...)
+}
+
 func orDefaults(file string) string {
 	if file == "" {
-		return "defaults"
+		return "flags and environment"
 	}
 	return file
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 	"github.com/inspectproxy/inspectproxy/metrics"
 	"github.com/inspectproxy/inspectproxy/otelexport"
 	"github.com/inspectproxy/inspectproxy/proxy"
@@ -40,25 +41,16 @@ import (
 // jaegerVersion is the one .ci/jaeger.sh builds.
 const jaegerVersion = "v1.76.0"
 
-// jaegerBinary finds the Jaeger built by .ci/jaeger.sh (which .ci/run
-// runs first, so CI never skips this).
+// jaegerBinary is the Jaeger .ci/jaeger.sh builds (.ci/run runs it
+// first and sets INSPECTPROXY_JAEGER, so CI never skips this).
 func jaegerBinary(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("INSPECTPROXY_JAEGER"); p != "" {
-		return p
+	p := os.Getenv("INSPECTPROXY_JAEGER")
+	if p == "" {
+		home, _ := os.UserHomeDir()
+		p = filepath.Join(home, ".cache", "inspectproxy-jaeger", "jaeger-"+jaegerVersion)
 	}
-	home, err := os.UserHomeDir()
-	if err == nil {
-		p := filepath.Join(home, ".cache", "inspectproxy-jaeger", "jaeger-"+jaegerVersion)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("Jaeger is not built: .ci/run builds it with .ci/jaeger.sh before the tests")
-	}
-	t.Skip("Jaeger is not built: run `bash .ci/jaeger.sh` once (several minutes), or set INSPECTPROXY_JAEGER")
-	return ""
+	return testtool.Need(t, p) // build it with: bash .ci/jaeger.sh
 }
 
 // jaeger is a running Jaeger v2 with in-memory storage on ports the test
@@ -223,10 +215,10 @@ type (
 	otlpKV struct {
 		Key   string `json:"key"`
 		Value struct {
-			String *string `json:"stringValue"`
-			Int    *string `json:"intValue"`
-			Bool   *bool   `json:"boolValue"`
-			Double *float64
+			String *string  `json:"stringValue"`
+			Int    *string  `json:"intValue"`
+			Bool   *bool    `json:"boolValue"`
+			Double *float64 `json:"doubleValue"`
 		} `json:"value"`
 	}
 )
@@ -244,6 +236,8 @@ func (s *otlpSpan) attr(key string) string {
 			return *v.Int
 		case v.Bool != nil:
 			return strconv.FormatBool(*v.Bool)
+		case v.Double != nil:
+			return strconv.FormatFloat(*v.Double, 'g', -1, 64)
 		}
 	}
 	return ""
@@ -418,7 +412,7 @@ func startWorld(t *testing.T, j *jaeger, c config.OTLP) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := proxy.New(cfg, proxy.Options{Log: log, Sink: w.events, Observer: w.exporter, Checker: ats.Checker{Policy: pol}, MITM: issuer})
+	srv, err := proxy.New(cfg, proxy.Options{Log: log, Sink: w.events, Observers: []proxy.Observer{w.exporter}, Checker: ats.Checker{Policy: pol}, MITM: issuer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -510,6 +504,43 @@ func wantAttrs(t *testing.T, ev *event.Event, s *otlpSpan, want map[string]strin
 			t.Errorf("%s %q: %s = %q, want %q", ev.ID, s.Name, k, got, v)
 		}
 	}
+}
+
+// checkAttempts: one tcp connect span per attempt of the event, in order,
+// each from its start_ms for its ms; the one that connected carries the
+// kernel's handshake time, connect_ms.
+func checkAttempts(t *testing.T, ev *event.Event, tcp *event.TCP, kids []*otlpSpan) {
+	t.Helper()
+	var connects []*otlpSpan
+	for _, s := range kids {
+		if s.Name == "tcp connect" {
+			connects = append(connects, s)
+		}
+	}
+	if len(connects) != len(tcp.Attempts) || len(connects) == 0 {
+		t.Fatalf("%d connect spans for %d attempts", len(connects), len(tcp.Attempts))
+	}
+	for i, a := range tcp.Attempts {
+		checkSpan(t, ev, connects[i], a.StartMS, a.StartMS+a.MS)
+		host, port := hostPortOf(t, a.Addr)
+		want := map[string]string{"network.peer.address": host, "network.peer.port": port, "inspectproxy.tcp.attempt.outcome": a.Outcome}
+		if a.Outcome == "connected" {
+			want["inspectproxy.tcp.connect_ms"] = strconv.FormatFloat(*tcp.ConnectMS, 'g', -1, 64)
+		}
+		wantAttrs(t, ev, connects[i], want)
+	}
+}
+
+// byName finds the one span of that name.
+func byName(t *testing.T, spans []*otlpSpan, name string) *otlpSpan {
+	t.Helper()
+	for _, s := range spans {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no span %q among %v", name, names(spans))
+	return nil
 }
 
 func children(spans []*otlpSpan, parent *otlpSpan) []*otlpSpan {
@@ -643,8 +674,7 @@ func checkTunnel(t *testing.T, w *world, ev *event.Event, cs *tls.ConnectionStat
 		t.Fatalf("children in start order %v, want %v", names(kids), want)
 	}
 	tc := ev.TCP
-	checkSpan(t, ev, kids[0], tc.ConnectAt-*tc.ConnectMS, tc.ConnectAt)
-	wantAttrs(t, ev, kids[0], map[string]string{"network.peer.address": "127.0.0.1", "network.peer.port": port})
+	checkAttempts(t, ev, tc, kids)
 	tl := ev.TLS
 	checkSpan(t, ev, kids[1], *tl.HandshakeDone-*tl.HandshakeMS, *tl.HandshakeDone)
 	hello := map[string]float64{}
@@ -664,12 +694,11 @@ func checkTunnel(t *testing.T, w *world, ev *event.Event, cs *tls.ConnectionStat
 
 func checkPlain(t *testing.T, w *world, ev *event.Event, spans []*otlpSpan) {
 	root := spans[0]
-	// The request asks for a connection, then the connection is dialled.
 	kids := children(spans, root)
-	if !slices.Equal(names(kids), []string{"GET", "upstream " + ev.Target}) {
+	if len(kids) != 2 {
 		t.Fatalf("children %v", names(kids))
 	}
-	get, up := kids[0], kids[1]
+	get, up := byName(t, kids, "GET"), byName(t, kids, "upstream "+ev.Target)
 	if len(ev.Upstreams) != 1 || len(ev.HTTP) != 1 {
 		t.Fatalf("event has %d upstreams, %d requests", len(ev.Upstreams), len(ev.HTTP))
 	}
@@ -698,21 +727,19 @@ func checkPlain(t *testing.T, w *world, ev *event.Event, spans []*otlpSpan) {
 	if *h.WaitMS < 20 {
 		t.Errorf("wait %.3f ms, the server slept 20 ms", *h.WaitMS)
 	}
-	upKids := children(spans, up)
-	if len(upKids) == 0 || upKids[0].Name != "tcp connect" {
-		t.Fatalf("upstream children %v", names(upKids))
-	}
-	checkSpan(t, ev, upKids[0], tc.ConnectAt-*tc.ConnectMS, tc.ConnectAt)
+	checkSpan(t, ev, up, *tc.DialAtMS, *tc.DialAtMS+tc.DurationMS)
+	checkAttempts(t, ev, &tc, children(spans, up))
 }
 
 func checkMITM(t *testing.T, ev *event.Event, spans []*otlpSpan) {
 	root := spans[0]
 	kids := children(spans, root)
-	if len(ev.Upstreams) != 1 || !slices.Equal(names(kids), []string{"GET", "upstream " + ev.Target}) {
+	if len(ev.Upstreams) != 1 || len(kids) != 2 {
 		t.Fatalf("children %v, upstreams %d", names(kids), len(ev.Upstreams))
 	}
+	get, upSpan := byName(t, kids, "GET"), byName(t, kids, "upstream "+ev.Target)
 	up := ev.Upstreams[0]
-	upKids := children(spans, kids[1])
+	upKids := children(spans, upSpan)
 	var hs *otlpSpan
 	for _, s := range upKids {
 		if s.Name == "tls handshake" {
@@ -723,12 +750,12 @@ func checkMITM(t *testing.T, ev *event.Event, spans []*otlpSpan) {
 		t.Fatalf("upstream children %v, upstream tls %+v", names(upKids), up.TLS)
 	}
 	checkSpan(t, ev, hs, *up.TLS.HandshakeDone-*up.TLS.HandshakeMS, *up.TLS.HandshakeDone)
-	wantAttrs(t, ev, kids[1], map[string]string{
+	wantAttrs(t, ev, upSpan, map[string]string{
 		"tls.protocol.version":          "1.3",
 		"inspectproxy.tls.chain_source": "mitm",
 		"inspectproxy.upstream.id":      "1",
 	})
-	wantAttrs(t, ev, kids[0], map[string]string{"url.full": ev.HTTP[0].URL, "http.response.status_code": "200"})
+	wantAttrs(t, ev, get, map[string]string{"url.full": ev.HTTP[0].URL, "http.response.status_code": "200"})
 }
 
 func checkRefused(t *testing.T, ev *event.Event, target string, spans []*otlpSpan) {

@@ -23,7 +23,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// The proxy's reset watcher is one goroutine for the process, as in
+	// the proxy's own tests.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/inspectproxy/inspectproxy/internal/rstwatch.(*Watcher).loop"))
 }
 
 // tally is Stats for tests: counts by outcome.

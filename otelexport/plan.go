@@ -84,8 +84,7 @@ func plan(ev *event.Event) []span {
 	case event.KindTunnel:
 		if ev.TCP != nil {
 			p.spans[root].attrs = appendTCP(p.spans[root].attrs, ev.TCP)
-			// The event does not say when a tunnel's failed dial began.
-			p.connection(root, ev.Target, ev.TCP, ev.TLS, -1)
+			p.connection(root, ev.Target, ev.TCP, ev.TLS, ev.TCP.DurationMS) // a tunnel's runs from the accept
 		}
 	default:
 		// Requests are the client's, so children of the root, linked to
@@ -146,21 +145,20 @@ func (p *planner) event(i int, name string, ms float64, attrs ...attribute.KeyVa
 	}
 }
 
-// dialStart is when a connection's dial began, if the event tells: the
-// DNS lookup ends where the first connect attempt (or the one connect
-// measured) starts.
-func dialStart(tcp *event.TCP) (dnsEnd, start float64, ok bool) {
+// dns is a connection's lookup: it ends where the first connect attempt
+// began or, when it failed, its length after the dial began.
+func dns(tcp *event.TCP) (from, to float64, ok bool) {
 	switch {
+	case tcp.DNSMS == nil:
+		return 0, 0, false
 	case len(tcp.Attempts) > 0:
-		dnsEnd, ok = tcp.Attempts[0].StartMS, true
-	case tcp.ConnectMS != nil && tcp.ConnectAt > 0:
-		dnsEnd, ok = tcp.ConnectAt-*tcp.ConnectMS, true
+		to = tcp.Attempts[0].StartMS
+	case tcp.DialAtMS != nil:
+		to = *tcp.DialAtMS + *tcp.DNSMS
+	default:
+		return 0, 0, false
 	}
-	start = dnsEnd
-	if ok && tcp.DNSMS != nil {
-		start -= *tcp.DNSMS
-	}
-	return dnsEnd, start, ok
+	return to - *tcp.DNSMS, to, true
 }
 
 // upstream adds an http or mitm connection's upstream span, from its dial
@@ -168,16 +166,11 @@ func dialStart(tcp *event.TCP) (dnsEnd, start float64, ok bool) {
 // span and when the connection was ready for a request (-1 if never).
 func (p *planner) upstream(root int, up *event.Upstream) (int, float64) {
 	tcp := &up.TCP
-	_, from, ok := dialStart(tcp)
-	if !ok {
-		// A dial that connected nowhere is not timed from its start; the
-		// transport dials when the first request asks for a connection.
-		from = p.firstRequest(up.ID)
+	from := 0.0
+	if tcp.DialAtMS != nil {
+		from = *tcp.DialAtMS
 	}
-	to := tcp.DurationMS
-	if to <= from {
-		to = p.endMS()
-	}
+	to := from + tcp.DurationMS // an upstream's duration runs from its dial
 	attrs := make([]attribute.KeyValue, 0, 32)
 	attrs = append(attrs, attribute.Int("inspectproxy.upstream.id", up.ID))
 	attrs = appendHostPort(attrs, semconv.ServerAddressKey, semconv.ServerPortKey, up.Target)
@@ -187,19 +180,7 @@ func (p *planner) upstream(root int, up *event.Upstream) (int, float64) {
 	if i >= 0 {
 		p.spans[i].err = up.Error
 	}
-	return i, p.connection(i, up.Target, tcp, up.TLS, from)
-}
-
-// firstRequest is the start of the first request on upstream id, or of
-// the first that never got a connection (upstream_id 0): the nearest known
-// time to a dial the event did not time.
-func (p *planner) firstRequest(id int) float64 {
-	for _, h := range p.ev.HTTP {
-		if h.UpstreamID == id || h.UpstreamID == 0 {
-			return h.StartMS
-		}
-	}
-	return 0
+	return i, p.connection(i, up.Target, tcp, up.TLS, to)
 }
 
 func (p *planner) endMS() float64 { return float64(p.ev.End.Sub(p.ev.Start)) / 1e6 }
@@ -207,38 +188,31 @@ func (p *planner) endMS() float64 { return float64(p.ev.End.Sub(p.ev.Start)) / 1
 // connection adds the DNS, connect, TLS and half-close spans of one TCP
 // connection to target under parent, with the FIN and RST as parent's span
 // events. Each span names the target (server.address), so that a backend
-// can aggregate a phase per destination. dialFrom, if not negative, is
-// when the dial began should the event not tell (the lookup failed). It
-// returns when the connection was ready for data, or -1.
-func (p *planner) connection(parent int, target string, tcp *event.TCP, tls *event.TLS, dialFrom float64) float64 {
+// can aggregate a phase per destination. closeAt is when the connection
+// was closed. It returns when the connection was ready for data, or -1.
+func (p *planner) connection(parent int, target string, tcp *event.TCP, tls *event.TLS, closeAt float64) float64 {
 	ready := -1.0
 	// Clipped: every append below copies, none writes into another's.
 	server := slices.Clip(appendHostPort(nil, semconv.ServerAddressKey, semconv.ServerPortKey, target))
-	if tcp.DNSMS != nil {
-		dns := server
+	if from, to, ok := dns(tcp); ok {
+		attrs := server
 		if len(server) > 0 {
-			dns = append(server, semconv.DNSQuestionName(server[0].Value.AsString()))
+			attrs = append(server, semconv.DNSQuestionName(server[0].Value.AsString()))
 		}
-		if dnsEnd, _, ok := dialStart(tcp); ok {
-			p.child(parent, spanDNS, trace.SpanKindClient, dnsEnd-*tcp.DNSMS, dnsEnd, dns...)
-		} else if dialFrom >= 0 {
-			p.child(parent, spanDNS, trace.SpanKindClient, dialFrom, dialFrom+*tcp.DNSMS, dns...)
-		} else if parent >= 0 {
-			p.spans[parent].attrs = append(p.spans[parent].attrs, attribute.Float64("inspectproxy.tcp.dns_ms", *tcp.DNSMS))
-		}
+		p.child(parent, spanDNS, trace.SpanKindClient, from, to, attrs...)
 	}
-	if len(tcp.Attempts) > 0 {
-		for _, a := range tcp.Attempts {
-			attrs := appendHostPort(append(make([]attribute.KeyValue, 0, 6), server...), semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, a.Addr)
-			i := p.child(parent, spanConnect, trace.SpanKindClient, a.StartMS, a.StartMS+a.MS,
-				append(attrs, semconv.NetworkTransportTCP, attribute.String("inspectproxy.tcp.attempt.outcome", a.Outcome))...)
-			if i >= 0 && a.Outcome != "connected" && a.Outcome != "cancelled" {
-				p.spans[i].err = orString(a.Error, a.Outcome)
-			}
+	for _, a := range tcp.Attempts {
+		attrs := appendHostPort(append(make([]attribute.KeyValue, 0, 6), server...), semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, a.Addr)
+		attrs = append(attrs, semconv.NetworkTransportTCP, attribute.String("inspectproxy.tcp.attempt.outcome", a.Outcome))
+		if a.Outcome == "connected" && tcp.ConnectMS != nil {
+			// The span is the attempt by the proxy's clock; the handshake
+			// itself, by the kernel's (TCP_INFO), is shorter.
+			attrs = append(attrs, attribute.Float64("inspectproxy.tcp.connect_ms", *tcp.ConnectMS))
 		}
-	} else if tcp.ConnectMS != nil && tcp.ConnectAt > 0 {
-		attrs := appendHostPort(append(make([]attribute.KeyValue, 0, 5), server...), semconv.NetworkPeerAddressKey, semconv.NetworkPeerPortKey, tcp.RemoteAddr)
-		p.child(parent, spanConnect, trace.SpanKindClient, tcp.ConnectAt-*tcp.ConnectMS, tcp.ConnectAt, append(attrs, semconv.NetworkTransportTCP)...)
+		i := p.child(parent, spanConnect, trace.SpanKindClient, a.StartMS, a.StartMS+a.MS, attrs...)
+		if i >= 0 && a.Outcome != "connected" && a.Outcome != "cancelled" {
+			p.spans[i].err = orString(a.Error, a.Outcome)
+		}
 	}
 	if tcp.ConnectAt > 0 {
 		ready = tcp.ConnectAt
@@ -255,11 +229,7 @@ func (p *planner) connection(parent int, target string, tcp *event.TCP, tls *eve
 	}
 	if tcp.RST != "" {
 		// The event does not time the reset: it is put at the close.
-		end := tcp.DurationMS
-		if end <= 0 {
-			end = p.endMS()
-		}
-		p.event(parent, evRST, end, appendStrings(nil, "inspectproxy.tcp.side", tcp.RST, "inspectproxy.tcp.rst_cause", tcp.RSTCause)...)
+		p.event(parent, evRST, closeAt, appendStrings(nil, "inspectproxy.tcp.side", tcp.RST, "inspectproxy.tcp.rst_cause", tcp.RSTCause)...)
 	}
 	return ready
 }
@@ -333,7 +303,8 @@ func (p *planner) handshake(parent int, t *event.TLS, server []attribute.KeyValu
 		if t.ServerHelloMS != nil && r.AfterMS != nil {
 			at = *t.ServerHelloMS + *r.AfterMS
 		}
-		p.event(i, evClientRejected, at, appendStrings(nil, "inspectproxy.tls.client_rejected.alert", r.Alert, "inspectproxy.tls.client_rejected.likely", r.Likely)...)
+		p.event(i, evClientRejected, at, appendStrings(nil, "inspectproxy.tls.client_rejected.signal", r.Signal,
+			"inspectproxy.tls.client_rejected.alert", r.Alert, "inspectproxy.tls.client_rejected.likely", r.Likely)...)
 		p.spans[i].err = "the client rejected the certificate (likely " + r.Likely + ")"
 	}
 	if t.HandshakeDone == nil {
@@ -378,9 +349,6 @@ func (p *planner) exchange(parent, link int, h *event.HTTP, ready float64) {
 	}
 	if h.BlockedMS != nil {
 		attrs = append(attrs, attribute.Float64("inspectproxy.http.blocked_ms", *h.BlockedMS))
-	}
-	if h.StreamID > 0 {
-		attrs = append(attrs, attribute.Int("inspectproxy.http.stream_id", int(h.StreamID)))
 	}
 	i := p.add(span{name: orString(h.Method, "HTTP"), parent: parent, link: link, kind: trace.SpanKindClient, start: p.at(h.StartMS), end: p.at(end), attrs: attrs})
 	switch {
@@ -431,6 +399,9 @@ func rootAttrs(ev *event.Event) []attribute.KeyValue {
 	a = appendHostPort(a, semconv.ClientAddressKey, semconv.ClientPortKey, ev.Client)
 	if ev.Truncated {
 		a = append(a, attribute.Bool("inspectproxy.truncated", true))
+	}
+	if ev.SNIMismatch {
+		a = append(a, attribute.Bool("inspectproxy.sni_mismatch", true))
 	}
 	switch {
 	case ev.DNS != nil:

@@ -92,6 +92,45 @@ func TestServeRefusesOpenProxy(t *testing.T) {
 	}
 }
 
+func TestServeRefusesOpenSOCKS(t *testing.T) {
+	for _, args := range [][]string{
+		{"--socks", "0.0.0.0:0"},
+		{"--socks", "localhost:0"}, // a name is not trusted to be loopback
+	} {
+		var stderr bytes.Buffer
+		code := Main(context.Background(), append(args, "--allow-local-destinations", "--events", filepath.Join(t.TempDir(), "e")), io.Discard, &stderr)
+		if code == 0 || !strings.Contains(stderr.String(), `socks.listen "`+args[1]+`" is not a loopback address`) {
+			t.Errorf("%v: code %d, stderr %q", args, code, stderr.String())
+		}
+	}
+}
+
+// TestPortInUseCreatesNoEventsFile: the listeners are bound before the
+// events file is opened, so a failed start leaves nothing behind.
+func TestPortInUseCreatesNoEventsFile(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, args := range [][]string{
+		{"--listen", busy.Addr().String()},
+		{"--listen", "127.0.0.1:0", "--admin", busy.Addr().String()},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			events := filepath.Join(t.TempDir(), "events.jsonl")
+			var stderr bytes.Buffer
+			code := Main(context.Background(), append(args, "--events", events), io.Discard, &stderr)
+			if code == 0 || !strings.Contains(stderr.String(), "address already in use") {
+				t.Fatalf("exit %d: %s", code, stderr.String())
+			}
+			if _, err := os.Stat(events); !os.IsNotExist(err) {
+				t.Errorf("events file after a failed start: %v", err)
+			}
+		})
+	}
+}
+
 func TestCAInitExport(t *testing.T) {
 	dir := t.TempDir()
 	var out, errb bytes.Buffer
