@@ -11,9 +11,11 @@
 #   BENCH_BIG_MIB [1024]    size of the download
 #   BENCH_ROUNDS [3]        rate tests per configuration, interleaved (median reported)
 #   BENCH_DL_RUNS [3]       downloads per configuration, interleaved (median reported)
-#   BENCH_CONFIGS           configurations to run, space separated (default: all six;
-#                           inspectproxy-otlp, passthrough exporting every connection to
-#                           a local Jaeger built by .ci/jaeger.sh, only when named)
+#   BENCH_CONFIGS           configurations to run, space separated (default: all eight; the
+#                           -noui one has the live console off, the -console one has a
+#                           console client streaming throughout; inspectproxy-otlp,
+#                           passthrough-noui exporting every connection to a local
+#                           Jaeger built by .ci/jaeger.sh, only when named)
 #   BENCH_RESULTS [bench/RESULTS.md]  file the dated results are appended to ("-": none)
 #   BENCH_KEEP [0]          1: keep the work directory (logs, events, results)
 #   BENCH_INSPECTPROXY      a prebuilt inspectproxy binary (default: build from the work tree)
@@ -33,7 +35,7 @@ BENCH_IDLE=${BENCH_IDLE:-5000}
 BENCH_BIG_MIB=${BENCH_BIG_MIB:-1024}
 BENCH_DL_RUNS=${BENCH_DL_RUNS:-3}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
-BENCH_CONFIGS=${BENCH_CONFIGS:-direct tinyproxy mitmproxy-passthrough mitmproxy-mitm inspectproxy-passthrough inspectproxy-mitm}
+BENCH_CONFIGS=${BENCH_CONFIGS:-direct tinyproxy mitmproxy-passthrough mitmproxy-mitm inspectproxy-passthrough inspectproxy-mitm inspectproxy-passthrough-noui inspectproxy-passthrough-console}
 BENCH_RESULTS=${BENCH_RESULTS:-$here/RESULTS.md}
 BENCH_KEEP=${BENCH_KEEP:-0}
 command_line="$(printf '%s ' "$(basename "$0")" "$@")"
@@ -73,7 +75,7 @@ make_pki "$W/pki"
 head -c 1024 /dev/urandom | base64 -w 76 | head -c 1024 >"$W/www/small"
 log "writing the ${BENCH_BIG_MIB} MiB file"
 "$LG" mkfile -out "$W/www/big" -size $((BENCH_BIG_MIB << 20))
-read -r P_NGINX P_TINY P_MITMP P_MITMM P_IPP P_IPM P_IPO P_IPOA P_OTLP P_OTLPG P_JQ P_JQG <<<"$("$LG" freeports -n 12)"
+read -r P_NGINX P_TINY P_MITMP P_MITMM P_IPP P_IPM P_IPN P_IPC P_UI P_UIP P_IPO P_IPOA P_OTLP P_OTLPG P_JQ P_JQG <<<"$("$LG" freeports -n 16)"
 TARGET=127.0.0.1:$P_NGINX
 RESULTS=$W/results.jsonl
 
@@ -123,10 +125,18 @@ Allow 127.0.0.1
 LogLevel Error
 DisableViaHeader Yes
 EOF
-for mode in passthrough mitm otlp; do
-  port=$P_IPP enabled=false endpoint="" admin=""
-  [ $mode = mitm ] && port=$P_IPM enabled=true
-  [ $mode = otlp ] && port=$P_IPO endpoint=http://127.0.0.1:$P_OTLP admin=127.0.0.1:$P_IPOA
+# The live console: on with nobody watching (passthrough), off (mitm and
+# passthrough-noui), on with a streaming client (passthrough-console).
+# otlp: passthrough-noui exporting to Jaeger (compare it with that one),
+# with /metrics for its counters.
+for mode in passthrough mitm passthrough-noui passthrough-console otlp; do
+  port=$P_IPP enabled=false ui=127.0.0.1:$P_UIP endpoint="" admin=""
+  case $mode in
+    mitm) port=$P_IPM enabled=true ui='""' ;;
+    passthrough-noui) port=$P_IPN ui='""' ;;
+    passthrough-console) port=$P_IPC ui=127.0.0.1:$P_UI ;;
+    otlp) port=$P_IPO ui='""' endpoint=http://127.0.0.1:$P_OTLP admin=127.0.0.1:$P_IPOA ;;
+  esac
   cat >"$W/inspectproxy-$mode.yaml" <<EOF
 listen: 127.0.0.1:$port
 events: $W/inspectproxy-$mode-events.jsonl
@@ -139,6 +149,8 @@ tls:
 mitm:
   enabled: $enabled
   data_dir: $W/ipca
+ui:
+  listen: $ui
 otlp:
   endpoint: "$endpoint"
 admin:
@@ -188,11 +200,21 @@ start_config() {
     inspectproxy-passthrough) port=$P_IPP; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-passthrough.yaml" ;;
     inspectproxy-otlp) port=$P_IPO; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-otlp.yaml" ;;
     inspectproxy-mitm) port=$P_IPM; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-mitm.yaml"; ca=$W/ipca/export.pem ;;
+    inspectproxy-passthrough-noui) port=$P_IPN; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-passthrough-noui.yaml" ;;
+    inspectproxy-passthrough-console) port=$P_IPC; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-passthrough-console.yaml" ;;
     *) die "unknown configuration $name" ;;
   esac
   PID_OF[$name]=$START_PID PROXY_OF[$name]=127.0.0.1:$port CA_OF[$name]=$ca
   wait_port "$port" 30 "$START_PID" || { cat "$W/logs/$name.log" >&2; die "$name did not start"; }
   [ -s "$ca" ] || die "$name: no client CA at $ca"
+  if [ "$name" = inspectproxy-passthrough-console ]; then
+    # One console open and streaming, as a browser's EventSource reads it.
+    wait_port "$P_UI" 30 "$START_PID" || die "$name: no console on $P_UI"
+    local tok
+    tok=$(curl -s "http://127.0.0.1:$P_UI/" | sed -n 's/.*name="inspectproxy-token" content="\([0-9a-f]*\)".*/\1/p')
+    [ -n "$tok" ] || die "$name: no console token"
+    start console-client /dev/null curl -sN "http://127.0.0.1:$P_UI/api/stream?k=$tok"
+  fi
 }
 
 stop_config() {

@@ -54,6 +54,10 @@ type Config struct {
 	Socks Socks `mapstructure:"socks"`
 	// OTLP exports each client connection as an OpenTelemetry trace.
 	OTLP OTLP `mapstructure:"otlp"`
+	// UI is the live web console.
+	UI UI `mapstructure:"ui"`
+	// Onboard is the phone setup page the proxy serves itself.
+	Onboard Onboard `mapstructure:"onboard"`
 }
 
 // Capture scopes what is recorded, like mitmproxy's ignore_hosts and
@@ -299,6 +303,36 @@ type OTLP struct {
 // queue stays well under a gigabyte whatever the value.
 const maxOTLPQueue = 1 << 20
 
+// UI configures the live web console.
+type UI struct {
+	// Listen is the console's address; empty switches it off. Anything
+	// but a loopback address needs Token. If the port is taken the proxy
+	// still starts, without the console. Default 127.0.0.1:8081.
+	Listen string `mapstructure:"listen"`
+	// Token, when set, is required for every console request (the URL
+	// printed at start carries it once; the browser then keeps a cookie).
+	// Default empty.
+	Token string `mapstructure:"token"`
+	// History is how many closed connections the console keeps and starts
+	// with, read from the end of the events file. Default 10000.
+	History int `mapstructure:"history"`
+}
+
+// Onboard configures the setup page (http://inspectproxy.setup/ through
+// the proxy, or GET / at its address) and the PAC file at /proxy.pac.
+type Onboard struct {
+	// Enabled serves the setup page. Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// PACDirect lists host patterns (path.Match syntax, e.g. "*.apple.com")
+	// the PAC file sends DIRECT instead of through the proxy. Default empty.
+	PACDirect []string `mapstructure:"pac_direct"`
+	// Addresses are the host:port phones are told to use, when the
+	// machine's own LAN addresses are not what they reach (NAT, a VM).
+	// Default empty: the listener's address, or every LAN address for
+	// 0.0.0.0.
+	Addresses []string `mapstructure:"addresses"`
+}
+
 // Default returns the defaults.
 func Default() Config {
 	home, err := os.UserHomeDir()
@@ -328,10 +362,12 @@ func Default() Config {
 			MaxHeaderBytesRecorded: 16 << 10,
 			MaxEventBytes:          1 << 20,
 		},
-		TLS:  TLS{Probe: true, ProbeTimeout: 5 * time.Second, ProbeTTL: 10 * time.Minute},
-		ATS:  ATS{MinTLSVersion: "TLSv1.2", RequireForwardSecrecy: true},
-		MITM: MITM{DataDir: home + "/.inspectproxy", AutoPassthroughTTL: 10 * time.Minute},
-		OTLP: OTLP{SamplingRatio: 1, QueueSize: 2048},
+		TLS:     TLS{Probe: true, ProbeTimeout: 5 * time.Second, ProbeTTL: 10 * time.Minute},
+		ATS:     ATS{MinTLSVersion: "TLSv1.2", RequireForwardSecrecy: true},
+		MITM:    MITM{DataDir: home + "/.inspectproxy", AutoPassthroughTTL: 10 * time.Minute},
+		UI:      UI{Listen: "127.0.0.1:8081", History: 10000},
+		Onboard: Onboard{Enabled: true},
+		OTLP:    OTLP{SamplingRatio: 1, QueueSize: 2048},
 	}
 }
 
@@ -413,6 +449,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Events.validate(l.MaxEventBytes)...)
 	errs = append(errs, c.OTLP.validate()...)
+	errs = append(errs, c.validateUI()...)
 	return errors.Join(errs...)
 }
 
@@ -529,6 +566,34 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), nil
+}
+
+// validateUI checks the console and setup page keys. A console beyond
+// loopback needs ui.token; a name is checked again on the address bound.
+func (c *Config) validateUI() []error {
+	var errs []error
+	if c.UI.Listen != "" {
+		h, _, err := net.SplitHostPort(c.UI.Listen)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: ui.listen %q: %w", c.UI.Listen, err))
+		} else if a, err := netip.ParseAddr(h); err == nil && !a.Unmap().IsLoopback() && c.UI.Token == "" {
+			errs = append(errs, fmt.Errorf("config: ui.listen %q is not loopback: set ui.token too (the console shows every connection), or listen on 127.0.0.1", c.UI.Listen))
+		}
+	}
+	if c.UI.History <= 0 {
+		errs = append(errs, fmt.Errorf("config: ui.history must be positive, got %d", c.UI.History))
+	}
+	for _, p := range c.Onboard.PACDirect {
+		if _, err := path.Match(p, ""); err != nil {
+			errs = append(errs, fmt.Errorf("config: onboard.pac_direct pattern %q: %w", p, err))
+		}
+	}
+	for _, a := range c.Onboard.Addresses {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("config: onboard.addresses %q: %w", a, err))
+		}
+	}
+	return errs
 }
 
 // checkListener checks a listener address and the open-proxy rule. A name

@@ -78,6 +78,8 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
 	f.String("keylog", "", "with MITM: append both legs' TLS secrets to this file (NSS key log, for Wireshark; default $SSLKEYLOGFILE)")
+	f.String("ui", "", `live web console address (default 127.0.0.1:8081; "" switches it off)`)
+	f.StringSlice("pac-direct", nil, "host patterns the PAC file sends DIRECT, e.g. '*.apple.com'")
 	f.StringSlice("extra-roots", nil, "PEM files of root CAs trusted besides the system's (a private CA), for chain verification and ATS")
 	f.StringSlice("ignore-hosts", nil, `hosts never recorded, globs ("*.apple.com"); they are still proxied`)
 	f.StringSlice("only-hosts", nil, "record only connections to hosts matching these globs")
@@ -88,6 +90,7 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events.path", "log-format": "log.format", "log-level": "log.level",
 		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
+		"ui": "ui.listen", "pac-direct": "onboard.pac_direct",
 		"extra-roots": "tls.extra_roots", "ignore-hosts": "capture.ignore_hosts", "only-hosts": "capture.only_hosts",
 		"socks": "socks.listen", "allow-local-destinations": "access.allow_local_destinations",
 		"otlp": "otlp.endpoint",
@@ -166,6 +169,10 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	defer closeEvents(sink, cfg.Events.CloseTimeout, log)
 	opts.Log, opts.Sink = log, sink
+	u, err := startUI(ctx, cfg, log, opt.ca, &opts)
+	if err != nil {
+		return err
+	}
 	srv, err := proxy.New(cfg, opts)
 	if err != nil {
 		return err
@@ -179,7 +186,12 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 		}()
 	}
 	defer reopenOnHUP(sink, log)()
-	return srv.Serve(ctx, ln, ready)
+	return srv.Serve(ctx, ln, func(a net.Addr) {
+		u.announce(log, a)
+		if ready != nil {
+			ready(a)
+		}
+	})
 }
 
 // reopenWait bounds a reopen: a writer stalled on the disk must not hold

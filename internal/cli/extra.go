@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -114,6 +115,7 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 // optional is what addOptional opened: the metrics and their listener,
 // served once the events file is open, and what close must close.
 type optional struct {
+	ca      *x509.Certificate // the MITM CA, nil when MITM is off
 	metrics *metrics.Metrics
 	admin   net.Listener
 	closers []func() error
@@ -128,7 +130,8 @@ func (p *optional) close() error {
 }
 
 // addOptional wires the ATS checker, MITM and OTLP export when
-// configured, and binds the admin listener. It returns what it opened even with an error.
+// configured, and binds the admin listener. It returns what it opened
+// even with an error.
 func addOptional(cfg config.Config, log *zap.Logger, o *proxy.Options) (*optional, error) {
 	opt := &optional{}
 	checker, err := atsChecker(cfg.ATS)
@@ -155,6 +158,7 @@ func addOptional(cfg config.Config, log *zap.Logger, o *proxy.Options) (*optiona
 			log.Warn("TLS secrets of decrypted connections are written to the key log: whoever reads it can decrypt them", zap.String("keylog", path))
 		}
 		o.MITM = iss
+		opt.ca = c.Certificate()
 		log.Info("MITM on", zap.Bool("all_hosts", cfg.MITM.Enabled), zap.Strings("hosts", cfg.MITM.Hosts), zap.String("ca", c.Fingerprint()))
 	}
 	if cfg.Admin.Listen != "" {
