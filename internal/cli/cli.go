@@ -86,12 +86,14 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	proxyAuth := f.String("proxy-auth", "", "USER:PASSWORD for proxy Basic auth (access.username/password; visible in ps: prefer the config file or INSPECTPROXY_ACCESS_PASSWORD)")
 	f.String("socks", "", "SOCKS5 listener address, e.g. 127.0.0.1:1080 (off by default; same access rules as --listen)")
 	f.Bool("allow-local-destinations", false, "let clients on other hosts reach this host's own addresses (loopback, link-local, its interfaces)")
+	f.String("otlp", "", "export each connection as an OpenTelemetry trace to this OTLP receiver, e.g. http://127.0.0.1:4318 (more keys under otlp: in the config)")
 	for flag, key := range map[string]string{
 		"listen": "listen", "events": "events.path", "log-format": "log.format", "log-level": "log.level",
 		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
 		"ui": "ui.listen", "pac-direct": "onboard.pac_direct",
 		"extra-roots": "tls.extra_roots", "ignore-hosts": "capture.ignore_hosts", "only-hosts": "capture.only_hosts",
 		"socks": "socks.listen", "allow-local-destinations": "access.allow_local_destinations",
+		"otlp": "otlp.endpoint",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
 	}
