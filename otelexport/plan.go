@@ -228,8 +228,11 @@ func (p *planner) connection(parent int, target string, tcp *event.TCP, tls *eve
 		p.event(parent, evFirstFIN, *fin, attribute.String("inspectproxy.tcp.side", tcp.FirstFIN))
 	}
 	if tcp.RST != "" {
-		// The event does not time the reset: it is put at the close.
-		p.event(parent, evRST, closeAt, appendStrings(nil, "inspectproxy.tcp.side", tcp.RST, "inspectproxy.tcp.rst_cause", tcp.RSTCause)...)
+		at := closeAt // events from before rst_ms was recorded
+		if tcp.RSTMS != nil {
+			at = *tcp.RSTMS
+		}
+		p.event(parent, evRST, at, appendStrings(nil, "inspectproxy.tcp.side", tcp.RST, "inspectproxy.tcp.rst_cause", tcp.RSTCause)...)
 	}
 	return ready
 }

@@ -257,6 +257,9 @@ func tcpFacts(d *timing.Dialed, dialAt time.Duration, cl *timing.Close, up, down
 	t.Attempts = timing.EventAttempts(d.Attempts, dialAt)
 	snap := cl.Snapshot()
 	t.FirstFIN, t.RST, t.RSTCause, t.Timeout, t.History = snap.FirstFIN, snap.RST, snap.RSTCause, snap.Timeout, snap.History
+	if snap.RST != "" {
+		t.RSTMS = timing.MSPtr(snap.RSTAt)
+	}
 	if v, ok := snap.FIN[event.SideClient]; ok {
 		t.ClientFINMS = timing.MSPtr(v)
 	} else if v, ok := snap.FIN[event.SideProxy]; ok {

@@ -18,6 +18,7 @@ type Close struct {
 	first    string
 	rst      string
 	rstCause string
+	rstAt    time.Duration
 	timeout  string
 	history  []byte
 }
@@ -113,15 +114,15 @@ func (c *Close) HasFIN(side string) bool {
 	return ok
 }
 
-// RST records that side reset the connection, and why if known; the first
-// reset wins. It reports whether this was the first.
-func (c *Close) RST(side, cause string) bool {
+// RST records that side reset the connection at at, and why if known;
+// the first reset wins. It reports whether this was the first.
+func (c *Close) RST(side, cause string, at time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.rst != "" {
 		return false
 	}
-	c.rst, c.rstCause = side, cause
+	c.rst, c.rstCause, c.rstAt = side, cause, at
 	c.mark(side, HistRST)
 	return true
 }
@@ -141,6 +142,7 @@ type Snapshot struct {
 	FIN       map[string]time.Duration
 	RST       string
 	RSTCause  string
+	RSTAt     time.Duration // when the reset was seen; valid when RST is set
 	Timeout   string
 	HalfClose time.Duration // -1 unless both sides sent FIN
 	History   string
@@ -150,7 +152,7 @@ type Snapshot struct {
 func (c *Close) Snapshot() Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := Snapshot{FirstFIN: c.first, RST: c.rst, RSTCause: c.rstCause, Timeout: c.timeout, HalfClose: -1,
+	s := Snapshot{FirstFIN: c.first, RST: c.rst, RSTCause: c.rstCause, RSTAt: c.rstAt, Timeout: c.timeout, HalfClose: -1,
 		FIN: make(map[string]time.Duration, len(c.fin)), History: string(c.history)}
 	for k, v := range c.fin {
 		s.FIN[k] = v

@@ -84,8 +84,8 @@ func TestCloseSnapshot(t *testing.T) {
 	c.FIN("server", 10*time.Millisecond)
 	c.FIN("client", 25*time.Millisecond)
 	c.FIN("server", 40*time.Millisecond) // only the first FIN per side counts
-	c.RST("client", "abort")
-	c.RST("server", "data_after_close")
+	c.RST("client", "abort", 30*time.Millisecond)
+	c.RST("server", "data_after_close", 31*time.Millisecond)
 	c.Timeout("idle")
 	s := c.Snapshot()
 	if s.FirstFIN != "server" || s.HalfClose != 15*time.Millisecond || s.RST != "client" || s.RSTCause != "abort" || s.Timeout != "idle" {
