@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path"
 	"reflect"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/inspectproxy/inspectproxy/scope"
 )
@@ -50,6 +52,8 @@ type Config struct {
 	Capture Capture `mapstructure:"capture"`
 	// Socks is the SOCKS5 listener, off by default.
 	Socks Socks `mapstructure:"socks"`
+	// OTLP exports each client connection as an OpenTelemetry trace.
+	OTLP OTLP `mapstructure:"otlp"`
 	// UI is the live web console.
 	UI UI `mapstructure:"ui"`
 	// Onboard is the phone setup page the proxy serves itself.
@@ -260,6 +264,48 @@ type Socks struct {
 	Listen string `mapstructure:"listen"`
 }
 
+// OTLP configures OpenTelemetry trace export. Keys left empty (or zero)
+// fall back to the standard OTEL_EXPORTER_OTLP_TRACES_* and then
+// OTEL_EXPORTER_OTLP_* environment variables, then to the SDK's defaults;
+// a key that is set wins over them.
+type OTLP struct {
+	// Endpoint is the receiver's base URL: http://127.0.0.1:4318 for
+	// http/protobuf (/v1/traces is appended, as for
+	// OTEL_EXPORTER_OTLP_ENDPOINT) or http://127.0.0.1:4317 for grpc.
+	// http:// is plaintext, https:// is TLS. Empty: export is on only if
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is
+	// set. Default empty (off).
+	Endpoint string `mapstructure:"endpoint"`
+	// Protocol is http/protobuf, http/json or grpc. Empty:
+	// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL, else
+	// http/protobuf (the specification's default). Default empty.
+	Protocol string `mapstructure:"protocol"`
+	// Headers are sent with every export (an API key, a tenant). When set
+	// they replace OTEL_EXPORTER_OTLP_(TRACES_)HEADERS. They are never
+	// logged. Default empty.
+	Headers map[string]string `mapstructure:"headers"`
+	// CAFile is a PEM file of the roots an https:// receiver is verified
+	// against instead of the system's. When set it replaces
+	// OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE and the client certificate of
+	// OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE/_KEY. Default empty.
+	CAFile string `mapstructure:"ca_file"`
+	// SamplingRatio is the fraction of client connections exported, from
+	// 0 to 1, decided by trace id. Default 1 (all).
+	SamplingRatio float64 `mapstructure:"sampling_ratio"`
+	// QueueSize bounds the spans waiting for export. A connection whose
+	// spans do not fit is not exported at all, and counted in
+	// inspectproxy_otlp_traces_total{outcome="dropped"}. Default 2048.
+	QueueSize int `mapstructure:"queue_size"`
+	// Timeout bounds one export, retries included. Zero: each attempt
+	// has OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT, else 10s, and the export
+	// with its retries OTEL_BSP_EXPORT_TIMEOUT, else 30s. Default 0.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// maxOTLPQueue caps otlp.queue_size: a span is about a kilobyte, so the
+// queue stays well under a gigabyte whatever the value.
+const maxOTLPQueue = 1 << 20
+
 // UI configures the live web console.
 type UI struct {
 	// Listen is the console's address; empty switches it off. Anything
@@ -362,6 +408,7 @@ func Default() Config {
 		MITM:    MITM{DataDir: home + "/.inspectproxy", AutoPassthroughTTL: 10 * time.Minute},
 		UI:      UI{Listen: "127.0.0.1:8081", History: 10000},
 		Onboard: Onboard{Enabled: true},
+		OTLP:    OTLP{SamplingRatio: 1, QueueSize: 2048},
 		WireGuard: WireGuard{
 			QUIC: "refuse", Network: "10.64.0.0/24", MTU: 1420,
 			MaxConnections: 4096, MaxConnectionsPerPeer: 1024, UDPIdleTimeout: 60 * time.Second,
@@ -446,9 +493,43 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.Events.validate(l.MaxEventBytes)...)
+	errs = append(errs, c.OTLP.validate()...)
 	errs = append(errs, c.validateUI()...)
 	errs = append(errs, c.WireGuard.validate()...)
 	return errors.Join(errs...)
+}
+
+func (o *OTLP) validate() []error {
+	var errs []error
+	if o.Endpoint != "" {
+		u, err := url.Parse(o.Endpoint)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("config: otlp.endpoint %q: %w", o.Endpoint, err))
+		case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "":
+			errs = append(errs, fmt.Errorf("config: otlp.endpoint %q: want an http:// or https:// URL such as http://127.0.0.1:4318", o.Endpoint))
+		}
+	}
+	switch o.Protocol {
+	case "", "http/protobuf", "http/json", "grpc":
+	default:
+		errs = append(errs, fmt.Errorf("config: otlp.protocol %q: want http/protobuf, http/json or grpc", o.Protocol))
+	}
+	for name, value := range o.Headers {
+		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
+			errs = append(errs, fmt.Errorf("config: otlp.headers %q: not a valid header name, or its value has control characters", name))
+		}
+	}
+	if !(o.SamplingRatio >= 0 && o.SamplingRatio <= 1) { // NaN fails both
+		errs = append(errs, fmt.Errorf("config: otlp.sampling_ratio %v: want 0 to 1", o.SamplingRatio))
+	}
+	if o.QueueSize <= 0 || o.QueueSize > maxOTLPQueue {
+		errs = append(errs, fmt.Errorf("config: otlp.queue_size %d: want 1 to %d", o.QueueSize, maxOTLPQueue))
+	}
+	if o.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("config: otlp.timeout %v: must not be negative", o.Timeout))
+	}
+	return errs
 }
 
 func (e *Events) validate(maxEvent int) []error {
@@ -675,20 +756,24 @@ func EnvName(key string) string {
 // the keys it has at that level.
 func unknownKeys(v *viper.Viper, file string) error {
 	known := map[string]bool{}
+	var maps []string // keys of map fields (otlp.headers): any key under them is theirs
 	var walk func(prefix string, t reflect.Type)
 	walk = func(prefix string, t reflect.Type) {
 		for i := range t.NumField() {
 			key := prefix + t.Field(i).Tag.Get("mapstructure")
 			known[key] = true
-			if f := t.Field(i).Type; f.Kind() == reflect.Struct && f != reflect.TypeFor[time.Duration]() {
+			switch f := t.Field(i).Type; {
+			case f.Kind() == reflect.Struct && f != reflect.TypeFor[time.Duration]():
 				walk(key+".", f)
+			case f.Kind() == reflect.Map:
+				maps = append(maps, key+".")
 			}
 		}
 	}
 	walk("", reflect.TypeFor[Config]())
 	var errs []error
 	for _, k := range v.AllKeys() {
-		if known[k] {
+		if known[k] || slices.ContainsFunc(maps, func(m string) bool { return strings.HasPrefix(k, m) }) {
 			continue
 		}
 		parent, siblings := "", []string{}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,9 @@ func TestExampleFileIsTheDefaults(t *testing.T) {
 		t.Fatalf("example config: %v", err)
 	}
 	want := Default()
-	if got.Listen != want.Listen || got.Events != want.Events || got.Limits != want.Limits || got.TLS.ProbeTTL != want.TLS.ProbeTTL || got.MITM.DataDir != want.MITM.DataDir || got.Socks != want.Socks || got.Access.AllowLocalDestinations != want.Access.AllowLocalDestinations || got.WireGuard != want.WireGuard {
+	if got.Listen != want.Listen || got.Events != want.Events || got.Limits != want.Limits || got.TLS.ProbeTTL != want.TLS.ProbeTTL || got.MITM.DataDir != want.MITM.DataDir || got.Socks != want.Socks || got.Access.AllowLocalDestinations != want.Access.AllowLocalDestinations ||
+		got.OTLP.Endpoint != want.OTLP.Endpoint || got.OTLP.SamplingRatio != want.OTLP.SamplingRatio || got.OTLP.QueueSize != want.OTLP.QueueSize || got.OTLP.Timeout != want.OTLP.Timeout || len(got.OTLP.Headers) != 0 ||
+		got.WireGuard != want.WireGuard {
 		t.Errorf("example file differs from defaults:\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -31,14 +34,7 @@ func TestPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("INSPECTPROXY_LIMITS_IDLE_TIMEOUT", "2m")
-	v := viper.New()
-	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
-	fs.String("listen", "", "")
-	_ = v.BindPFlag("listen", fs.Lookup("listen"))
-	if err := fs.Parse([]string{"--listen", "127.0.0.1:9001"}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := Load(v, file)
+	c, err := Load(withFlag(t, "listen", "listen", "127.0.0.1:9001"), file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +47,19 @@ func TestPrecedence(t *testing.T) {
 	if c.Limits.DialTimeout != 3*time.Second {
 		t.Errorf("file should beat default: dial_timeout = %s", c.Limits.DialTimeout)
 	}
+}
+
+// withFlag is a viper with one string flag bound to key, set to value.
+func withFlag(t *testing.T, flag, key, value string) *viper.Viper {
+	t.Helper()
+	v := viper.New()
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	fs.String(flag, "", "")
+	_ = v.BindPFlag(key, fs.Lookup(flag))
+	if err := fs.Parse([]string{"--" + flag, value}); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 func TestValidate(t *testing.T) {
@@ -94,6 +103,14 @@ func TestValidate(t *testing.T) {
 		{"file smaller than two events", func(c *Config) { c.Events.MaxSize = 1 }, "events.max_size 1 MiB must hold two lines of limits.max_event_bytes 1048576", nil},
 		{"queue smaller than an event", func(c *Config) { c.Events.QueueBytes = 1000 }, "events.queue_bytes 1000 is smaller than limits.max_event_bytes", nil},
 		{"no event size", func(c *Config) { c.Limits.MaxEventBytes = 0 }, "limits.max_event_bytes must be positive", nil},
+		{"otlp on", func(c *Config) { c.OTLP.Endpoint = "https://collector.example:4318/base"; c.OTLP.Protocol = "grpc" }, "", nil},
+		{"otlp endpoint without scheme", func(c *Config) { c.OTLP.Endpoint = "127.0.0.1:4318" }, `otlp.endpoint "127.0.0.1:4318"`, nil},
+		{"otlp bad protocol", func(c *Config) { c.OTLP.Protocol = "thrift" }, `otlp.protocol "thrift"`, nil},
+		{"otlp bad header", func(c *Config) { c.OTLP.Headers = map[string]string{"api key": "x"} }, `otlp.headers "api key"`, nil},
+		{"otlp header value with newline", func(c *Config) { c.OTLP.Headers = map[string]string{"k": "a\nb"} }, `otlp.headers "k"`, nil},
+		{"otlp ratio", func(c *Config) { c.OTLP.SamplingRatio = 1.5 }, "otlp.sampling_ratio 1.5", nil},
+		{"otlp queue", func(c *Config) { c.OTLP.QueueSize = 0 }, "otlp.queue_size 0", nil},
+		{"otlp timeout", func(c *Config) { c.OTLP.Timeout = -time.Second }, "otlp.timeout -1s", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()
@@ -155,6 +172,37 @@ func TestEventsForms(t *testing.T) {
 				t.Errorf("events = %+v, want %+v", c.Events, tc.want)
 			}
 		})
+	}
+}
+
+// TestOTLPFromFile reads the otlp section as a user writes it: a header
+// map, and keys the file leaves out keeping their defaults.
+func TestOTLPFromFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := "otlp:\n  endpoint: http://127.0.0.1:4318\n  headers:\n    x-scope-orgid: lab\n    authorization: Bearer abc\n  timeout: 3s\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(withFlag(t, "otlp", "otlp.endpoint", "http://10.1.2.3:4318"), file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := OTLP{
+		Endpoint:      "http://10.1.2.3:4318",
+		Headers:       map[string]string{"x-scope-orgid": "lab", "authorization": "Bearer abc"},
+		SamplingRatio: 1,
+		QueueSize:     2048,
+		Timeout:       3 * time.Second,
+	}
+	if !reflect.DeepEqual(c.OTLP, want) {
+		t.Errorf("otlp = %+v, want %+v", c.OTLP, want)
+	}
+	// Any key under headers is a header; a misspelt otlp key is an error.
+	if err := os.WriteFile(file, []byte("otlp:\n  endpont: http://127.0.0.1:4318\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(viper.New(), file); err == nil || !strings.Contains(err.Error(), `unknown key "otlp.endpont"`) {
+		t.Errorf("error = %v, want it to name otlp.endpont", err)
 	}
 }
 

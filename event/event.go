@@ -124,10 +124,12 @@ type TCP struct {
 	// RST is who reset the connection, if anyone: client, server, or
 	// proxy (a limit or shutdown cut it). RSTCause says why when known:
 	// data_after_close, linger0, proxy_idle_timeout, ...
-	RST       string `json:"rst,omitempty"`
-	RSTCause  string `json:"rst_cause,omitempty"`
-	BytesUp   int64  `json:"bytes_up"`
-	BytesDown int64  `json:"bytes_down"`
+	RST      string `json:"rst,omitempty"`
+	RSTCause string `json:"rst_cause,omitempty"`
+	// RSTMS is when the reset was seen.
+	RSTMS     *float64 `json:"rst_ms,omitempty"`
+	BytesUp   int64    `json:"bytes_up"`
+	BytesDown int64    `json:"bytes_down"`
 	// DurationMS is how long the connection lived: for the tcp of a
 	// tunnel, from the client's accept until both sides were closed; for
 	// an upstream of an http or mitm connection, from its dial to its close.

@@ -42,10 +42,22 @@ type Metrics struct {
 	connect       *prometheus.HistogramVec
 	handshake     *prometheus.HistogramVec
 	ttfb          *prometheus.HistogramVec
+	otlpTraces    *prometheus.CounterVec
+	otlpSpans     *prometheus.CounterVec
 
 	// health, when set, is the events sink's Health, which /healthz reports.
 	health func() error
 }
+
+// What became of a connection's trace, or of spans, handed to the OTLP
+// exporter (label outcome).
+const (
+	OTLPQueued    = "queued"    // trace: taken into the export queue
+	OTLPUnsampled = "unsampled" // trace: left out by otlp.sampling_ratio
+	OTLPDropped   = "dropped"   // trace or span: the queue was full
+	OTLPExported  = "exported"  // span: the receiver accepted it
+	OTLPFailed    = "failed"    // span: the export failed, retries included
+)
 
 // New returns Metrics with every series registered, plus the Go runtime
 // and process collectors.
@@ -80,12 +92,14 @@ func New() *Metrics {
 		connect:       histogram("tcp_connect_seconds", "TCP three-way handshake time of upstream connections."),
 		handshake:     histogram("tls_handshake_seconds", "TLS handshake time, ClientHello to done."),
 		ttfb:          histogram("ttfb_seconds", "Time to first byte: HTTP wait, or in tunnels first data down after first data up."),
+		otlpTraces:    counter("otlp_traces_total", "Client connections handed to the OTLP exporter, by outcome: queued, dropped (queue full), unsampled.", "outcome"),
+		otlpSpans:     counter("otlp_spans_total", "Spans of the OTLP exporter, by outcome: exported, failed (export error), dropped (queue full).", "outcome"),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.open, m.events, m.errors, m.atsViolations, m.rsts,
-		m.dns, m.connect, m.handshake, m.ttfb,
+		m.dns, m.connect, m.handshake, m.ttfb, m.otlpTraces, m.otlpSpans,
 	)
 	// Known label values start at zero, so rate() and alerts work before
 	// the first connection of a kind.
@@ -100,7 +114,21 @@ func New() *Metrics {
 	for _, s := range []string{event.SideClient, event.SideServer, event.SideProxy} {
 		m.rsts.WithLabelValues(s)
 	}
+	for _, o := range []string{OTLPQueued, OTLPDropped, OTLPUnsampled} {
+		m.otlpTraces.WithLabelValues(o)
+	}
+	for _, o := range []string{OTLPExported, OTLPFailed, OTLPDropped} {
+		m.otlpSpans.WithLabelValues(o)
+	}
 	return m
+}
+
+// OTLPTrace counts one connection's trace by outcome.
+func (m *Metrics) OTLPTrace(outcome string) { m.otlpTraces.WithLabelValues(outcome).Inc() }
+
+// OTLPSpans counts n spans by outcome.
+func (m *Metrics) OTLPSpans(outcome string, n int) {
+	m.otlpSpans.WithLabelValues(outcome).Add(float64(n))
 }
 
 // ConnOpened counts a client connection of kind as open. The proxy calls

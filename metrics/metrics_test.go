@@ -213,6 +213,39 @@ func TestConnClosed(t *testing.T) {
 	}
 }
 
+// TestOTLPCounters: every outcome is exported from zero, and counts add up.
+func TestOTLPCounters(t *testing.T) {
+	m := New()
+	base, c := serve(t, m)
+	zero := scrape(t, base, c)
+	for _, s := range []string{
+		`inspectproxy_otlp_traces_total{outcome="queued"}`, `inspectproxy_otlp_traces_total{outcome="dropped"}`,
+		`inspectproxy_otlp_traces_total{outcome="unsampled"}`, `inspectproxy_otlp_spans_total{outcome="exported"}`,
+		`inspectproxy_otlp_spans_total{outcome="failed"}`, `inspectproxy_otlp_spans_total{outcome="dropped"}`,
+	} {
+		if v, ok := zero[s]; !ok || v != 0 {
+			t.Errorf("%s = %v (present %v), want 0 before any export", s, v, ok)
+		}
+	}
+	m.OTLPTrace(OTLPQueued)
+	m.OTLPTrace(OTLPDropped)
+	m.OTLPSpans(OTLPDropped, 5)
+	m.OTLPSpans(OTLPExported, 7)
+	m.OTLPSpans(OTLPExported, 3)
+	got := scrape(t, base, c)
+	for s, want := range map[string]float64{
+		`inspectproxy_otlp_traces_total{outcome="queued"}`:  1,
+		`inspectproxy_otlp_traces_total{outcome="dropped"}`: 1,
+		`inspectproxy_otlp_spans_total{outcome="dropped"}`:  5,
+		`inspectproxy_otlp_spans_total{outcome="exported"}`: 10,
+		`inspectproxy_otlp_spans_total{outcome="failed"}`:   0,
+	} {
+		if got[s] != want {
+			t.Errorf("%s = %v, want %v", s, got[s], want)
+		}
+	}
+}
+
 func TestHandler(t *testing.T) {
 	base, c := serve(t, New())
 	for _, tc := range []struct {

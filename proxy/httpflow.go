@@ -506,7 +506,7 @@ func (u *upstreamConn) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		u.close.FIN(event.SideServer, u.s.rec.since())
 	case timing.IsReset(err):
-		u.close.RST(event.SideServer, "abort")
+		u.close.RST(event.SideServer, "abort", u.s.rec.since())
 	}
 	return n, err
 }
@@ -522,7 +522,7 @@ func (u *upstreamConn) Write(p []byte) (int, error) {
 		if u.close.HasFIN(event.SideServer) {
 			cause = "data_after_close"
 		}
-		u.close.RST(event.SideServer, cause)
+		u.close.RST(event.SideServer, cause, u.s.rec.since())
 	}
 	return n, err
 }

@@ -99,6 +99,12 @@ func (p *pipeline) serve(st *stream.Stream, rec *record) {
 		return
 	}
 	t.server = d.Conn
+	if rec.watched() {
+		// The console draws DNS, the attempts and the handshake as soon
+		// as they are known.
+		tcp := tcpFacts(d, t.dialAt, t.close, 0, 0, rec.since())
+		rec.update(func(ev *event.Event) { ev.TCP = &tcp })
+	}
 	rec.publish(PhaseConnected)
 	t.tracker = tlsinfo.NewTracker(p.lim.InspectBuffer)
 	r := newRelay(client, d.Conn, t.tracker, p.lim, rec.since, p.conns.onCut, t.close)
@@ -251,6 +257,9 @@ func tcpFacts(d *timing.Dialed, dialAt time.Duration, cl *timing.Close, up, down
 	t.Attempts = timing.EventAttempts(d.Attempts, dialAt)
 	snap := cl.Snapshot()
 	t.FirstFIN, t.RST, t.RSTCause, t.Timeout, t.History = snap.FirstFIN, snap.RST, snap.RSTCause, snap.Timeout, snap.History
+	if snap.RST != "" {
+		t.RSTMS = timing.MSPtr(snap.RSTAt)
+	}
 	if v, ok := snap.FIN[event.SideClient]; ok {
 		t.ClientFINMS = timing.MSPtr(v)
 	} else if v, ok := snap.FIN[event.SideProxy]; ok {

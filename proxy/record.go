@@ -59,6 +59,28 @@ type emitter struct {
 	observers []Observer
 	live      Live
 	sink      Sink
+
+	// open holds the streams open now, while a console may ask for them
+	// (only when live is set).
+	openMu sync.Mutex
+	open   map[*record]struct{}
+}
+
+// track adds or removes an open stream, for OpenStreams.
+func (e *emitter) track(r *record, open bool) {
+	if e.live == nil {
+		return
+	}
+	e.openMu.Lock()
+	defer e.openMu.Unlock()
+	if open {
+		if e.open == nil {
+			e.open = make(map[*record]struct{})
+		}
+		e.open[r] = struct{}{}
+	} else {
+		delete(e.open, r)
+	}
 }
 
 func (e *emitter) opened(kind string) {
@@ -105,6 +127,9 @@ type record struct {
 	// is emitted (the slot goes back first).
 	release func()
 	once    sync.Once
+	// phase is the last phase published, for a console that arrives
+	// while the stream is open.
+	phase string
 }
 
 // recordBounds are the per-connection limits on what an event keeps.
@@ -120,9 +145,10 @@ type recordBounds struct {
 const baseEventSize = 8 << 10
 
 func newRecord(id string, start time.Time, client, source string, log *zap.Logger, out *emitter, b recordBounds) *record {
-	r := &record{start: start, out: out, bounds: b, size: baseEventSize}
+	r := &record{start: start, out: out, bounds: b, size: baseEventSize, phase: PhaseAccepted}
 	r.ev = event.Event{ID: id, Start: start.UTC(), Client: client, Kind: event.KindHTTP, Source: source}
 	r.log = log.With(zap.String("id", id), zap.String("client", client))
+	out.track(r, true)
 	return r
 }
 
@@ -182,18 +208,35 @@ func (r *record) update(f func(ev *event.Event)) {
 // one atomic load when no console is watching.
 func (r *record) publish(phase string) {
 	l := r.out.live
-	if l == nil || !l.Active() {
+	if l == nil {
 		return
 	}
 	r.mu.Lock()
-	if !r.out.recorded(r.ev.Target) {
-		r.mu.Unlock()
+	r.phase = phase
+	r.mu.Unlock()
+	if !l.Active() {
 		return
+	}
+	if ev, ok := r.snapshot(); ok {
+		l.Publish(phase, ev)
+	}
+}
+
+// watched reports whether a live console is watching now, so a layer can
+// skip work only a console would see.
+func (r *record) watched() bool { return r.out.live != nil && r.out.live.Active() }
+
+// snapshot copies the open stream's event for the live console; ok is
+// false for a stream out of capture scope.
+func (r *record) snapshot() (*event.Event, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.out.recorded(r.ev.Target) {
+		return nil, false
 	}
 	ev := r.ev
 	ev.HTTP = append([]event.HTTP(nil), ev.HTTP...)
-	r.mu.Unlock()
-	l.Publish(phase, &ev)
+	return &ev, true
 }
 
 // cut counts something a bound left out; r.mu held.
@@ -217,6 +260,7 @@ func (r *record) finish(build func(ev *event.Event)) {
 			build(&ev)
 		}
 		ev.End = time.Now().UTC()
+		r.out.track(r, false)
 		if r.release != nil {
 			r.release()
 		}

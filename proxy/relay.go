@@ -348,7 +348,7 @@ func (r *relay) peerReset(side int, at time.Duration) {
 	if r.afterFIN[side].Load() > 0 || r.sentSinceFIN(side) {
 		cause = "data_after_close"
 	}
-	r.close.RST(sideName(side), cause)
+	r.close.RST(sideName(side), cause, at)
 	r.abort()
 }
 
@@ -484,7 +484,7 @@ func (r *relay) proxyCut(timeout, cause string) {
 		return
 	}
 	r.close.Timeout(timeout)
-	r.close.RST(event.SideProxy, cause)
+	r.close.RST(event.SideProxy, cause, r.since())
 	r.tracker.Cut(r.since())
 	r.abort()
 }

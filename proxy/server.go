@@ -23,6 +23,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/socks5"
 	"github.com/inspectproxy/inspectproxy/stream"
 	"github.com/inspectproxy/inspectproxy/timing"
@@ -67,6 +68,9 @@ type Options struct {
 	SOCKS net.Listener
 	// Resolver, optional, resolves upstream names (default: the system's).
 	Resolver *net.Resolver
+	// Setup, optional, serves the phone setup page (http://inspectproxy.setup/,
+	// or a plain GET sent straight to the listener), to admitted clients.
+	Setup http.Handler
 }
 
 // New builds a Server. It does not listen yet.
@@ -125,7 +129,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	}
 	s.http = &httpSource{
 		log: o.Log, lim: cfg.Limits, access: cfg.Access, policy: pol,
-		pipe: s.pipe, engine: engine, conns: s.conns, secrets: cfg.MITM.RecordSecrets,
+		pipe: s.pipe, engine: engine, conns: s.conns, secrets: cfg.MITM.RecordSecrets, setup: o.Setup,
 	}
 	return s, nil
 }
@@ -133,6 +137,26 @@ func New(cfg config.Config, o Options) (*Server, error) {
 // ServeStream serves a client stream from a source outside the HTTP
 // listener (SOCKS5, WireGuard) and writes its event.
 func (s *Server) ServeStream(st *stream.Stream) { s.pipe.Serve(st) }
+
+// OpenStreams calls fn with a snapshot of every stream open now and the
+// last phase it reached, for a live console that starts watching late.
+func (s *Server) OpenStreams(fn func(phase string, ev *event.Event)) {
+	out := s.pipe.out
+	out.openMu.Lock()
+	recs := make([]*record, 0, len(out.open))
+	for r := range out.open {
+		recs = append(recs, r)
+	}
+	out.openMu.Unlock()
+	for _, r := range recs {
+		r.mu.Lock()
+		phase := r.phase
+		r.mu.Unlock()
+		if ev, ok := r.snapshot(); ok {
+			fn(phase, ev)
+		}
+	}
+}
 
 // AddSelf registers another listener of this process (opened later) that
 // no stream may target; the returned func unregisters it.

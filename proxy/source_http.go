@@ -23,6 +23,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/onboard"
 	"github.com/inspectproxy/inspectproxy/stream"
 )
 
@@ -38,6 +39,7 @@ type httpSource struct {
 	engine  *httpEngine
 	conns   *connTracker
 	secrets bool
+	setup   http.Handler
 }
 
 func (s *httpSource) server() *http.Server {
@@ -269,11 +271,17 @@ func (s *httpSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cc.handled.Store(true)
-	if code, msg := s.admit(r); code != 0 {
+	setup := s.setup != nil && onboard.IsSetup(r)
+	if code, msg := s.admit(r, setup); code != 0 {
 		cc.refuse(w, r, code, msg)
 		return
 	}
 	switch {
+	case setup:
+		cc.rec.setKind(event.KindHTTP, onboard.Host+":80")
+		s.setup.ServeHTTP(w, r)
+	case r.Method == http.MethodConnect && s.setup != nil && strings.EqualFold(strings.TrimSuffix(hostOnly(r.Host), "."), onboard.Host):
+		cc.refuse(w, r, http.StatusBadRequest, "the setup page is plain HTTP: open http://"+onboard.Host+"/")
 	case r.Method == http.MethodConnect:
 		s.connect(cc, w, r)
 	case r.Method == http.MethodOptions && r.RequestURI == "*":
@@ -298,19 +306,38 @@ func (s *httpSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // admit applies the client allow-list and proxy auth. It returns 0 to go
 // on, or a status and the reason. (Destinations are checked after DNS.)
-func (s *httpSource) admit(r *http.Request) (int, string) {
+// A setup page asked for straight from the listener (a phone's browser,
+// which sends no proxy credentials) is behind the same credentials as
+// origin auth: 401, so the browser asks for them.
+func (s *httpSource) admit(r *http.Request, setup bool) (int, string) {
 	ap, _ := netip.ParseAddrPort(r.RemoteAddr)
 	if err := s.policy.Client(ap); err != nil {
 		return http.StatusForbidden, err.Error()
 	}
-	if s.access.Username != "" && s.access.Password != "" && !checkProxyAuth(r, s.access.Username, s.access.Password) {
+	if s.access.Username == "" || s.access.Password == "" {
+		return 0, ""
+	}
+	if setup && !r.URL.IsAbs() {
+		if !checkBasic(r.Header.Get("Authorization"), s.access.Username, s.access.Password) {
+			return http.StatusUnauthorized, "the setup page needs the proxy's credentials"
+		}
+		return 0, ""
+	}
+	if !checkBasic(r.Header.Get("Proxy-Authorization"), s.access.Username, s.access.Password) {
 		return http.StatusProxyAuthRequired, "proxy authentication required"
 	}
 	return 0, ""
 }
 
-func checkProxyAuth(r *http.Request, user, pass string) bool {
-	h := r.Header.Get("Proxy-Authorization")
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+// checkBasic checks Basic credentials in constant time.
+func checkBasic(h, user, pass string) bool {
 	const prefix = "Basic "
 	if len(h) < len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
 		return false
@@ -334,8 +361,11 @@ func (cc *clientConn) refuse(w http.ResponseWriter, r *http.Request, code int, m
 	cc.rec.setKind(kind, r.Host)
 	cc.rec.setError(msg)
 	cc.rec.log.Info("refused", zap.String("target", r.Host), zap.Int("status", code), zap.String("reason", msg))
-	if code == http.StatusProxyAuthRequired {
+	switch code {
+	case http.StatusProxyAuthRequired:
 		w.Header().Set("Proxy-Authenticate", `Basic realm="inspectproxy"`)
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Basic realm="inspectproxy"`)
 	}
 	w.Header().Set("Connection", "close")
 	http.Error(w, "inspectproxy: "+msg, code)

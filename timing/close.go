@@ -18,6 +18,7 @@ type Close struct {
 	first    string
 	rst      string
 	rstCause string
+	rstAt    time.Duration
 	timeout  string
 	history  []byte
 }
@@ -51,15 +52,19 @@ func (c *Close) Mark(side string, letter byte) {
 	c.mark(side, letter)
 }
 
-func (c *Close) mark(side string, letter byte) {
+// letterFor is letter as side writes it.
+func letterFor(side string, letter byte) byte {
 	switch side {
 	case sideServer:
-		letter |= 0x20 // lower case
+		return letter | 0x20 // lower case
 	case sideProxy:
-		letter = HistProxyCut
-	default:
-		letter &^= 0x20
+		return HistProxyCut
 	}
+	return letter &^ 0x20
+}
+
+func (c *Close) mark(side string, letter byte) {
+	letter = letterFor(side, letter)
 	if !slices.Contains(c.history, letter) {
 		c.history = append(c.history, letter)
 	}
@@ -76,10 +81,29 @@ func (c *Close) FIN(side string, at time.Duration) {
 		return
 	}
 	c.fin[side] = at
-	if c.first == "" {
+	switch {
+	case c.first == "":
 		c.first = side
+	case at < c.fin[c.first]:
+		// The two directions race to record their FIN; the earlier time
+		// is the first FIN, and its letter goes before the other's.
+		other := c.first
+		c.first = side
+		c.mark(side, HistFIN)
+		c.history = moveBefore(c.history, letterFor(side, HistFIN), letterFor(other, HistFIN))
+		return
 	}
 	c.mark(side, HistFIN)
+}
+
+// moveBefore moves letter a just before letter b in h (both present).
+func moveBefore(h []byte, a, b byte) []byte {
+	i, j := slices.Index(h, a), slices.Index(h, b)
+	if i < 0 || j < 0 || i < j {
+		return h
+	}
+	h = slices.Delete(h, i, i+1)
+	return slices.Insert(h, j, a)
 }
 
 // HasFIN reports whether side's FIN was recorded.
@@ -90,15 +114,15 @@ func (c *Close) HasFIN(side string) bool {
 	return ok
 }
 
-// RST records that side reset the connection, and why if known; the first
-// reset wins. It reports whether this was the first.
-func (c *Close) RST(side, cause string) bool {
+// RST records that side reset the connection at at, and why if known;
+// the first reset wins. It reports whether this was the first.
+func (c *Close) RST(side, cause string, at time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.rst != "" {
 		return false
 	}
-	c.rst, c.rstCause = side, cause
+	c.rst, c.rstCause, c.rstAt = side, cause, at
 	c.mark(side, HistRST)
 	return true
 }
@@ -118,6 +142,7 @@ type Snapshot struct {
 	FIN       map[string]time.Duration
 	RST       string
 	RSTCause  string
+	RSTAt     time.Duration // when the reset was seen; valid when RST is set
 	Timeout   string
 	HalfClose time.Duration // -1 unless both sides sent FIN
 	History   string
@@ -127,7 +152,7 @@ type Snapshot struct {
 func (c *Close) Snapshot() Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := Snapshot{FirstFIN: c.first, RST: c.rst, RSTCause: c.rstCause, Timeout: c.timeout, HalfClose: -1,
+	s := Snapshot{FirstFIN: c.first, RST: c.rst, RSTCause: c.rstCause, RSTAt: c.rstAt, Timeout: c.timeout, HalfClose: -1,
 		FIN: make(map[string]time.Duration, len(c.fin)), History: string(c.history)}
 	for k, v := range c.fin {
 		s.FIN[k] = v

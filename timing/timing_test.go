@@ -67,13 +67,25 @@ func TestDial(t *testing.T) {
 	}
 }
 
+// TestFINRace: the direction that records its FIN first may hold the later
+// time (two goroutines); the first FIN is the earlier one, in history too.
+func TestFINRace(t *testing.T) {
+	var c Close
+	c.Mark("client", HistData)
+	c.FIN("server", 12*time.Millisecond)
+	c.FIN("client", 11*time.Millisecond)
+	if s := c.Snapshot(); s.FirstFIN != "client" || s.History != "DFf" || s.HalfClose != time.Millisecond {
+		t.Errorf("snapshot %+v", s)
+	}
+}
+
 func TestCloseSnapshot(t *testing.T) {
 	var c Close
 	c.FIN("server", 10*time.Millisecond)
 	c.FIN("client", 25*time.Millisecond)
 	c.FIN("server", 40*time.Millisecond) // only the first FIN per side counts
-	c.RST("client", "abort")
-	c.RST("server", "data_after_close")
+	c.RST("client", "abort", 30*time.Millisecond)
+	c.RST("server", "data_after_close", 31*time.Millisecond)
 	c.Timeout("idle")
 	s := c.Snapshot()
 	if s.FirstFIN != "server" || s.HalfClose != 15*time.Millisecond || s.RST != "client" || s.RSTCause != "abort" || s.Timeout != "idle" {

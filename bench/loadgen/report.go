@@ -20,6 +20,7 @@ var configs = []string{
 	"inspectproxy-passthrough",
 	"inspectproxy-mitm",
 	"inspectproxy-passthrough-noui",
+	"inspectproxy-otlp",
 	"inspectproxy-passthrough-console",
 }
 

@@ -89,6 +89,7 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	proxyAuth := f.String("proxy-auth", "", "USER:PASSWORD for proxy Basic auth (access.username/password; visible in ps: prefer the config file or INSPECTPROXY_ACCESS_PASSWORD)")
 	f.String("socks", "", "SOCKS5 listener address, e.g. 127.0.0.1:1080 (off by default; same access rules as --listen)")
 	f.Bool("allow-local-destinations", false, "let clients on other hosts reach this host's own addresses (loopback, link-local, its interfaces)")
+	f.String("otlp", "", "export each connection as an OpenTelemetry trace to this OTLP receiver, e.g. http://127.0.0.1:4318 (more keys under otlp: in the config)")
 	f.String("wireguard", "", `WireGuard mode: capture whole devices on this UDP address, e.g. ":51820" (add devices with: inspectproxy wireguard peer add NAME)`)
 	f.String("wireguard-quic", "", "WireGuard mode, UDP 443: refuse (ICMP unreachable, apps fall back to TCP) or pass (default refuse)")
 	for flag, key := range map[string]string{
@@ -97,6 +98,7 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 		"ui": "ui.listen", "pac-direct": "onboard.pac_direct",
 		"extra-roots": "tls.extra_roots", "ignore-hosts": "capture.ignore_hosts", "only-hosts": "capture.only_hosts",
 		"socks": "socks.listen", "allow-local-destinations": "access.allow_local_destinations",
+		"otlp":      "otlp.endpoint",
 		"wireguard": "wireguard.listen", "wireguard-quic": "wireguard.quic",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
@@ -181,6 +183,7 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	if err != nil {
 		return err
 	}
+	u.srv.Store(srv)
 	if m := opt.metrics; m != nil {
 		m.WatchEvents(sink)
 		go func() {

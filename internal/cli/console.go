@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -14,6 +15,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/ats"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/console"
+	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/live"
 	"github.com/inspectproxy/inspectproxy/onboard"
 	"github.com/inspectproxy/inspectproxy/proxy"
@@ -21,17 +23,34 @@ import (
 
 // ui is the console and the setup page of one serve.
 type ui struct {
-	hub        *live.Hub
+	hub *live.Hub
+	// srv is the proxy once built, asked for the streams open when the
+	// first console arrives.
+	srv        atomic.Pointer[proxy.Server]
 	consoleURL string // empty when the console is off or did not start
 	setup      *onboard.Handler
 	lan        []string
+}
+
+// openStreams is what a console arriving late is shown first.
+func (u *ui) openStreams() []live.Conn {
+	srv := u.srv.Load()
+	if srv == nil {
+		return nil
+	}
+	var out []live.Conn
+	srv.OpenStreams(func(phase string, ev *event.Event) {
+		out = append(out, live.Conn{Phase: live.Phase(phase), Event: ev})
+	})
+	return out
 }
 
 // startUI builds the live hub (with the events file's tail as history),
 // the setup page, and the console on ui.listen. A console that cannot
 // listen (port taken) is logged and left out: the proxy runs without it.
 func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x509.Certificate, o *proxy.Options) (*ui, error) {
-	u := &ui{hub: live.NewHub(live.Options{History: cfg.UI.History, Encode: console.Encode})}
+	u := &ui{}
+	u.hub = live.NewHub(live.Options{History: cfg.UI.History, Encode: console.Encode, Open: u.openStreams})
 	hist, err := console.ReadHistory(cfg.Events.Path, cfg.UI.History)
 	if err != nil {
 		log.Warn("console: no history", zap.Error(err))
@@ -50,6 +69,7 @@ func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x5
 		if u.setup, err = onboard.New(onboard.Options{Proxies: u.lan, CA: caCert, PACDirect: cfg.Onboard.PACDirect, Version: version()}); err != nil {
 			return nil, err
 		}
+		o.Setup = u.setup
 	}
 	if cfg.UI.Listen == "" {
 		return u, nil

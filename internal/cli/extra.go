@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -18,6 +20,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/ca"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/metrics"
+	"github.com/inspectproxy/inspectproxy/otelexport"
 	"github.com/inspectproxy/inspectproxy/proxy"
 )
 
@@ -126,8 +129,9 @@ func (p *optional) close() error {
 	return errors.Join(errs...)
 }
 
-// addOptional wires the ATS checker and MITM when configured, and binds
-// the admin listener. It returns what it opened even with an error.
+// addOptional wires the ATS checker, MITM and OTLP export when
+// configured, and binds the admin listener. It returns what it opened
+// even with an error.
 func addOptional(cfg config.Config, log *zap.Logger, o *proxy.Options) (*optional, error) {
 	opt := &optional{}
 	checker, err := atsChecker(cfg.ATS)
@@ -169,5 +173,29 @@ func addOptional(cfg config.Config, log *zap.Logger, o *proxy.Options) (*optiona
 		o.Self = append(o.Self, ln.Addr())
 		log.Info("admin listening", zap.Stringer("addr", ln.Addr()))
 	}
+	if otelexport.Enabled(cfg.OTLP, nil) {
+		var stats otelexport.Stats
+		if opt.metrics != nil {
+			stats = opt.metrics
+		}
+		x, err := otelexport.New(context.Background(), cfg.OTLP, otelexport.Options{Log: log, Stats: stats})
+		if err != nil {
+			return opt, err
+		}
+		o.Observers = append(o.Observers, x)
+		opt.closers = append(opt.closers, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), otlpShutdown)
+			defer cancel()
+			// Lost traces are logged; they do not fail the proxy's exit.
+			if err := x.Shutdown(ctx); err != nil {
+				log.Warn("OTLP export: traces still queued were lost", zap.Error(err))
+			}
+			return nil
+		})
+	}
 	return opt, nil
 }
+
+// otlpShutdown is how long queued spans get to reach the collector when
+// the proxy stops.
+const otlpShutdown = 5 * time.Second
