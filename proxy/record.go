@@ -93,8 +93,8 @@ func (e *emitter) emit(ev *event.Event, log *zap.Logger) {
 	if !e.recorded(ev.Target) {
 		return
 	}
-	if e.checker != nil {
-		e.checker.Check(ev)
+	if e.checker != nil && (ev.Kind == event.KindTunnel || ev.Kind == event.KindMITM || ev.Kind == event.KindHTTP) {
+		e.checker.Check(ev) // ATS judges HTTP and TLS streams, not lookups or UDP flows
 	}
 	for _, o := range e.observers { // first, so metrics never lag the events file
 		o.ConnClosed(ev)

@@ -138,6 +138,18 @@ func New(cfg config.Config, o Options) (*Server, error) {
 // listener (SOCKS5, WireGuard) and writes its event.
 func (s *Server) ServeStream(st *stream.Stream) { s.pipe.Serve(st) }
 
+// Emit writes an event the proxy did not make itself (a WireGuard peer's
+// DNS lookup or UDP flow) the way it writes its own: capture scope,
+// observers (metrics, trace export, the live console), the sink, the log.
+func (s *Server) Emit(ev *event.Event) {
+	out := s.pipe.out
+	if !out.recorded(ev.Target) {
+		return
+	}
+	out.opened(ev.Kind)
+	out.emit(ev, s.log.With(zap.String("id", ev.ID), zap.String("client", ev.Client), zap.String("target", ev.Target)))
+}
+
 // OpenStreams calls fn with a snapshot of every stream open now and the
 // last phase it reached, for a live console that starts watching late.
 func (s *Server) OpenStreams(fn func(phase string, ev *event.Event)) {

@@ -20,7 +20,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/inspectproxy/inspectproxy/config"
-	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/eventlog"
 	"github.com/inspectproxy/inspectproxy/proxy"
 	"github.com/inspectproxy/inspectproxy/stream"
@@ -193,7 +192,7 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 		}()
 	}
 	defer reopenOnHUP(sink, log)()
-	waitWG, err := startWireGuard(ctx, cfg, log, func(e *event.Event) { _ = sink.Write(e) },
+	waitWG, err := startWireGuard(ctx, cfg, log, srv.Emit,
 		func(_ context.Context, st *stream.Stream) { srv.ServeStream(st) })
 	if err != nil {
 		return err
