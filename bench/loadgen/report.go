@@ -19,6 +19,8 @@ var configs = []string{
 	"mitmproxy-mitm",
 	"inspectproxy-passthrough",
 	"inspectproxy-mitm",
+	"relay-iocopy",
+	"relay-splice",
 }
 
 func cmdReport(args []string) error {
@@ -113,8 +115,8 @@ func writeReport(w io.Writer, res map[string]Result) {
 		}
 	}
 
-	fmt.Fprintln(w, "| configuration | conn/s | p50 ms | p99 ms | errors | proxy CPU ms/conn | download MiB/s | proxy CPU s/GiB | idle tunnels open | peak RSS MiB | RSS per idle tunnel KiB | proxy fds held |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| configuration | conn/s | p50 ms | p99 ms | errors | proxy CPU ms/conn | download MiB/s | proxy CPU s/GiB | idle tunnels open | peak RSS MiB | RSS per idle tunnel KiB | proxy fds held | fds per idle tunnel |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, l := range labels {
 		row := []string{l}
 		if r, ok := get(l, "rate"); ok {
@@ -132,11 +134,11 @@ func writeReport(w io.Writer, res map[string]Result) {
 			if r.Errors > 0 {
 				open += fmt.Sprintf(" (%d failed)", r.Errors)
 			}
-			row = append(row, open, f1(float64(r.PeakRSSKiB)/1024), f1(r.PerTunnelKiB), fmt.Sprint(r.ProxyFDs))
+			row = append(row, open, f1(float64(r.PeakRSSKiB)/1024), f1(r.PerTunnelKiB), fmt.Sprint(r.ProxyFDs), fdsPerTunnel(r))
 		} else if ok {
-			row = append(row, fmt.Sprintf("%d/%d", r.Opened, r.Tunnels), "—", "—", "—")
+			row = append(row, fmt.Sprintf("%d/%d", r.Opened, r.Tunnels), "—", "—", "—", "—")
 		} else {
-			row = append(row, "—", "—", "—", "—")
+			row = append(row, "—", "—", "—", "—", "—")
 		}
 		fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
 	}
@@ -208,6 +210,25 @@ func writeReport(w io.Writer, res map[string]Result) {
 	fmt.Fprintf(w, "| tunnel throughput ≥ 90%% of direct | %s vs %s MiB/s (%s) | %s |\n", f1(id), f1(dd), ratio(id, dd, okID, okDD), verdict(id >= 0.9*dd, okID && okDD))
 	fmt.Fprintf(w, "| ≤ 64 KiB RSS per idle passthrough tunnel | %s KiB | %s |\n", f1(ik), verdict(ik <= 64, okIK))
 	fmt.Fprintf(w, "| MITM conn/s ≥ 3× mitmproxy MITM | %s vs %s (%s) | %s |\n", f1(im), f1(mm), ratio(im, mm, okIM, okMM), verdict(im >= 3*mm, okIM && okMM))
+	// Issue 13 §2: 9,000 idle tunnels, each after one request, at 2 fds.
+	r, okR := get("inspectproxy-passthrough", "idle")
+	okR = okR && r.PeakRSSKiB > 0 && r.Opened > 0
+	fpt := float64(r.ProxyFDs) / float64(max(r.Opened, 1))
+	fmt.Fprintf(w, "| 9,000 idle passthrough tunnels after a request, ≤ 2.1 fds and ≤ 32 KiB RSS each | %d/%d open (after GET %q), %s fds, %s KiB each | %s |\n",
+		r.Opened, r.Tunnels, r.IdleGet, fdsPerTunnel(r), f1(r.PerTunnelKiB),
+		verdict(r.Opened >= 9000 && r.Errors == 0 && r.IdleGet != "" && fpt <= 2.1 && r.PerTunnelKiB <= 32, okR))
+	cg, okCG := get("inspectproxy-passthrough", "download")
+	fmt.Fprintf(w, "| passthrough proxy CPU ≤ 0.69 s/GiB (the 2026-11-25 runs: 0.52–0.69) | %s s/GiB | %s |\n",
+		dash(cg.ProxyCPUSecPerGiB, "%.2f"), verdict(cg.ProxyCPUSecPerGiB <= 0.69, okCG && cg.ProxyCPUSecPerGiB > 0))
+}
+
+// fdsPerTunnel is the proxy's descriptors over the tunnels it held (its
+// few own descriptors included).
+func fdsPerTunnel(r Result) string {
+	if r.Opened == 0 || r.ProxyFDs == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", float64(r.ProxyFDs)/float64(r.Opened))
 }
 
 // spread is " (lo–hi)" when a value is the median of several runs.
