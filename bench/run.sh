@@ -58,7 +58,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 raise_nofile
 nofile=$(ulimit -n)
 if [ "$nofile" -lt $((2 * BENCH_IDLE + 1000)) ]; then
-  log "warning: fd limit $nofile is low for $BENCH_IDLE idle tunnels (a proxy needs 2 per tunnel, inspectproxy passthrough 4)"
+  log "warning: fd limit $nofile is low for $BENCH_IDLE idle tunnels (a proxy needs 2 per tunnel, one relaying with io.Copy 6)"
 fi
 
 log "work directory $W"

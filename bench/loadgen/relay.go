@@ -53,11 +53,14 @@ func cmdRelay(args []string) error {
 	}()
 	for {
 		c, err := ln.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
+			// Out of descriptors (io.Copy's pipes): the client waits in
+			// the backlog, as with net/http.
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		go serveRelay(c.(*net.TCPConn), cp)
 	}

@@ -45,6 +45,13 @@ func (o Op) String() string {
 }
 
 // Error ends a copy that did not end at the source's EOF.
+//
+// The kernel reports a socket's reset once, to the first read or write on
+// it after the RST. When one direction reads the socket the peer reset
+// while the other writes to it, one of them gets ECONNRESET and the other
+// may get EPIPE, or EOF (a nil error) on the read: to know who reset,
+// take an error from either direction as the answer for its socket
+// before concluding FIN from an EOF.
 type Error struct {
 	Op Op
 	// Err is the cause with the net and os wrappers taken off: an errno
