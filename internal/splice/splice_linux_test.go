@@ -85,14 +85,7 @@ func TestPipeLeftOverIsClosed(t *testing.T) {
 	base := pipeFDs(t)
 	p := &Pool{IdleTimeout: 50 * time.Millisecond}
 	tu := newTunnel(t, p, spliced)
-	go func() {
-		buf := make([]byte, 256<<10)
-		for {
-			if _, err := tu.client.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
+	go flood(tu.client)
 	time.Sleep(100 * time.Millisecond) // the server reads nothing: its socket, the relay's and the pipe fill up
 	abort(tu.server)
 	r := wait(t, tu.up, "up")

@@ -320,14 +320,7 @@ func TestCopyEnds(t *testing.T) {
 					}
 					readN(t, tu.client, 4)
 					if c.busy {
-						go func() {
-							buf := make([]byte, 64<<10)
-							for {
-								if _, err := streamer.Write(buf); err != nil {
-									return
-								}
-							}
-						}()
+						go flood(streamer)
 						time.Sleep(50 * time.Millisecond) // the relay's pipe or buffer is full and waiting
 					}
 					abort(resetter)
@@ -376,6 +369,29 @@ func checkBlame(t *testing.T, dir string, err error, who string, errnos []syscal
 	t.Errorf("%s direction: error %v, want one of %v", dir, err, errnos)
 }
 
+// legs are the two connections of a relay without the relay: client–pc
+// and ps–server, closed when the test ends.
+func legs(t testing.TB) (client, pc, ps, server *net.TCPConn) {
+	client, pc = pair(t)
+	ps, server = pair(t)
+	t.Cleanup(func() {
+		for _, c := range []*net.TCPConn{client, pc, ps, server} {
+			c.Close()
+		}
+	})
+	return client, pc, ps, server
+}
+
+// flood writes to c until a write fails.
+func flood(c *net.TCPConn) {
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := c.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
 func readN(t testing.TB, c net.Conn, n int) {
 	t.Helper()
 	if _, err := io.ReadFull(c, make([]byte, n)); err != nil {
@@ -391,13 +407,7 @@ func TestCopyDeadlines(t *testing.T) {
 				// ends on the deadline with nothing lost, and a new copy
 				// after the deadline is cleared carries on.
 				p := w.pool()
-				client, pc := pair(t)
-				ps, server := pair(t)
-				defer func() {
-					for _, c := range []*net.TCPConn{client, pc, ps, server} {
-						c.Close()
-					}
-				}()
+				client, pc, ps, server := legs(t)
 				_ = pc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 				n, err := w.copy(p, ps, pc)
 				var e *Error
@@ -422,21 +432,8 @@ func TestCopyDeadlines(t *testing.T) {
 			})
 			t.Run("write deadline on a destination that does not read", func(t *testing.T) {
 				p := w.pool()
-				client, pc := pair(t)
-				ps, server := pair(t)
-				defer func() {
-					for _, c := range []*net.TCPConn{client, pc, ps, server} {
-						c.Close()
-					}
-				}()
-				go func() {
-					buf := make([]byte, 64<<10)
-					for {
-						if _, err := client.Write(buf); err != nil {
-							return
-						}
-					}
-				}()
+				client, pc, ps, _ := legs(t) // the server reads nothing
+				go flood(client)
 				_ = ps.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
 				n, err := w.copy(p, ps, pc)
 				var e *Error
