@@ -6,6 +6,7 @@
 //	loadgen download  one tunnel, one big GET, MiB/s, content checked by CRC
 //	loadgen idle      hold N tunnels with completed TLS handshakes (and one GET), measure the proxy's RSS and fds
 //	loadgen relay     a bare CONNECT relay (internal/splice or io.Copy) to benchmark the byte relay alone
+//	loadgen copybench internal/splice against io.Copy in one process: MiB/s and the copy thread's CPU per GiB
 //	loadgen soak      thousands of connections with aborts and resets; leak and event checks
 //	loadgen report    the table of results, ratios and targets
 //	loadgen mkfile    a deterministic pseudo-random file and its CRC
@@ -44,6 +45,8 @@ func main() {
 		err = cmdSoak(args)
 	case "relay":
 		err = cmdRelay(args)
+	case "copybench":
+		err = cmdCopybench(args)
 	case "report":
 		err = cmdReport(args)
 	case "mkfile":
@@ -60,7 +63,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: loadgen rate|download|idle|soak|relay|report|mkfile|freeports [flags] (-h for flags)")
+	fmt.Fprintln(os.Stderr, "usage: loadgen rate|download|idle|soak|relay|copybench|report|mkfile|freeports [flags] (-h for flags)")
 	os.Exit(2)
 }
 
