@@ -97,8 +97,8 @@ const (
 )
 
 // Pool is a bounded set of pipes that Copy borrows while bytes flow. A
-// zero Pool is ready to use with the defaults; a Pool must not be copied
-// after first use. Pools exist only on Linux; elsewhere Copy is a
+// zero Pool is ready to use with the defaults; set the fields before the
+// first Copy, and do not copy a Pool after it. Pools exist only on Linux; elsewhere Copy is a
 // read/write loop and a Pool holds nothing.
 type Pool struct {
 	// Max is the most pipes open at once, lent or idle (two descriptors
