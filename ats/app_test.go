@@ -131,7 +131,7 @@ func TestAppEvaluate(t *testing.T) {
 			"NSExceptionDomains[www.example.com].NSExceptionAllowsInsecureHTTPLoads=YES", ""},
 		{"insecure HTTP entry does not lift trust", domains("api.example.com", kv("NSExceptionAllowsInsecureHTTPLoads", yes)), expired, false, "api.example.com", "",
 			"lets the app's own trust handler accept this chain"},
-		{"non-TLS tunnel to another port lifted", domains("chat.example.com", kv("NSExceptionAllowsInsecureHTTPLoads", yes)), &event.Event{Kind: event.KindTunnel, Target: "chat.example.com:5222"}, true, "chat.example.com",
+		{"non-TLS tunnel to another port lifted", domains("chat.example.com", kv("NSExceptionAllowsInsecureHTTPLoads", yes)), &event.Event{Kind: event.KindTunnel, Target: "chat.example.com:5222", TCP: connected()}, true, "chat.example.com",
 			"NSExceptionDomains[chat.example.com].NSExceptionAllowsInsecureHTTPLoads=YES", ""},
 		// NSIncludesSubdomains and name matching.
 		{"subdomain without NSIncludesSubdomains", tls10Entry("example.com"), tls10, false, "", "", "blocked"},

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/outcome"
 	"github.com/inspectproxy/inspectproxy/tlsinfo"
 )
 
@@ -19,6 +20,16 @@ type Report struct {
 	Policy      string `json:"policy"`
 	AppPolicy   string `json:"app_policy,omitempty"`
 	Connections int    `json:"connections"`
+	// NeverConnected counts, by failure class (dns, refused, proxy_refused,
+	// no_request, ...), the connections that reached no server: ATS has
+	// nothing to judge there, so they are in no domain.
+	NeverConnected map[string]int `json:"never_connected,omitempty"`
+	// NeverConnectedHosts lists, per class, up to 5 of their targets.
+	NeverConnectedHosts map[string][]string `json:"never_connected_hosts,omitempty"`
+	// Filter describes the scope the audit was limited to, if any.
+	Filter string `json:"filter,omitempty"`
+	// Lost counts events the proxy could not write (gap records).
+	Lost int64 `json:"lost_events,omitempty"`
 	// Skipped are input lines that could not be decoded.
 	Skipped   []string        `json:"skipped,omitempty"`
 	Domains   []*DomainReport `json:"domains"`
@@ -195,15 +206,24 @@ func BuildReport(next func() (*event.Event, error), app *AppPolicy) (*Report, er
 			break
 		}
 		if err != nil {
-			var syntax *json.SyntaxError
-			var typ *json.UnmarshalTypeError
-			if errors.As(err, &syntax) || errors.As(err, &typ) {
+			if event.IsLineError(err) {
 				rep.Skipped = append(rep.Skipped, err.Error())
 				continue
 			}
 			return nil, fmt.Errorf("ats: report: %w", err)
 		}
+		switch ev.Kind {
+		case event.KindGap:
+			rep.Lost += ev.Dropped
+			continue
+		case event.KindDNS, event.KindUDP:
+			continue
+		}
 		rep.Connections++
+		if oc := outcome.Of(ev); !oc.Reached {
+			rep.neverConnected(ev.Target, oc.Reason)
+			continue
+		}
 		for _, l := range loadsOf(ev) {
 			d := byHost[l.host]
 			if d == nil {
@@ -245,6 +265,54 @@ func BuildReport(next func() (*event.Event, error), app *AppPolicy) (*Report, er
 		rep.OverBroad = app.overBroad(entryNeeds, globalNeeds)
 	}
 	return rep, nil
+}
+
+func (r *Report) neverConnected(target, reason string) {
+	if r.NeverConnected == nil {
+		r.NeverConnected, r.NeverConnectedHosts = map[string]int{}, map[string][]string{}
+	}
+	r.NeverConnected[reason]++
+	if target == "" {
+		return
+	}
+	if hs := r.NeverConnectedHosts[reason]; len(hs) < 5 && !slices.Contains(hs, target) {
+		r.NeverConnectedHosts[reason] = append(hs, target)
+	}
+}
+
+// neverTotal is how many connections reached no server.
+func (r *Report) neverTotal() int {
+	n := 0
+	for _, c := range r.NeverConnected {
+		n += c
+	}
+	return n
+}
+
+// neverOrder lists the classes of never-connected connections seen, in
+// outcome.Classes order.
+func neverOrder(r *Report) []string {
+	var out []string
+	for _, c := range outcome.Classes() {
+		if r.NeverConnected[c] > 0 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// neverLines are the text lines of the never-connected counts by class.
+func (r *Report) neverLines() []string {
+	var out []string
+	for _, c := range neverOrder(r) {
+		n := r.NeverConnected[c]
+		s := fmt.Sprintf("%-13s %3d", c, n)
+		if hs := r.NeverConnectedHosts[c]; len(hs) > 0 {
+			s += "  e.g. " + strings.Join(hs, ", ")
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 func needOf[K comparable](m map[K]*need, k K) *need {
@@ -398,8 +466,20 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, ", app policy %s", r.AppPolicy)
 	}
 	b.WriteString("\n")
+	if r.Filter != "" {
+		fmt.Fprintf(&b, "filtered: %s\n", r.Filter)
+	}
+	if r.Lost > 0 {
+		fmt.Fprintf(&b, "lost: %d events the proxy could not write are not audited\n", r.Lost)
+	}
 	for _, s := range r.Skipped {
 		fmt.Fprintf(&b, "skipped: %s\n", s)
+	}
+	if n := r.neverTotal(); n > 0 {
+		fmt.Fprintf(&b, "never connected: %d, by reason (no ATS verdict: no server was reached)\n", n)
+		for _, l := range r.neverLines() {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
 	}
 	for _, d := range r.Domains {
 		fmt.Fprintf(&b, "\n%s: %s (%d compliant, %d not, %d unknown)\n",

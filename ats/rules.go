@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/outcome"
 	"github.com/inspectproxy/inspectproxy/tlsinfo"
 )
 
@@ -109,14 +110,23 @@ type load struct {
 	tlsAbsent string
 }
 
+// loadsOf lists the loads of ev that reached a server; none for a
+// connection that never did (see Absent).
 func loadsOf(ev *event.Event) []load {
+	if !outcome.Of(ev).Reached {
+		return nil
+	}
 	host, port := splitTarget(ev.Target)
 	if ev.Kind != event.KindHTTP {
 		return []load{{host: host, port: port, kind: ev.Kind, tls: ev.TLS, tlsAbsent: ev.TLSAbsent}}
 	}
 	var loads []load
 	index := map[string]int{}
-	for _, h := range ev.HTTP {
+	for i := range ev.HTTP {
+		h := &ev.HTTP[i]
+		if !outcome.RequestReached(ev, h) {
+			continue
+		}
 		u, err := url.Parse(h.URL)
 		if err != nil || u.Host == "" {
 			continue
@@ -130,8 +140,8 @@ func loadsOf(ev *event.Event) []load {
 		}
 		loads[i].urls = append(loads[i].urls, h.Method+" "+h.URL)
 	}
-	if len(loads) == 0 {
-		// The client asked for a plain-HTTP target even if no request completed.
+	if len(loads) == 0 && len(ev.HTTP) == 0 {
+		// An upstream connection was made though no request is recorded.
 		loads = []load{{host: host, port: port, kind: ev.Kind}}
 	}
 	return loads

@@ -44,7 +44,14 @@ func tunnel(target string, mods ...func(*event.TLS)) *event.Event {
 	for _, m := range mods {
 		m(t)
 	}
-	return &event.Event{Kind: event.KindTunnel, Target: target, TLS: t}
+	return &event.Event{Kind: event.KindTunnel, Target: target, TLS: t, TCP: connected()}
+}
+
+// connected is the TCP record of an upstream that connected: a real event
+// that reached a server always has one (ATS judges only those).
+func connected() *event.TCP {
+	ms := 1.0
+	return &event.TCP{ConnectMS: &ms, RemoteAddr: "192.0.2.1:443"}
 }
 
 func plainHTTP(urls ...string) *event.Event {
@@ -108,9 +115,9 @@ func TestEvaluate(t *testing.T) {
 		{"http request", plainHTTP("http://www.example.com/a"), def, "no fail=ats.cleartext_http unknown=", "GET http://www.example.com/a"},
 		{"http two hosts", plainHTTP("http://a.example/", "http://b.example/", "http://a.example/2"), def, "no fail=ats.cleartext_http unknown=", "(and 1 more requests)"},
 		{"http allowed", plainHTTP("http://www.example.com/a"), insecure, "yes fail= unknown=", ""},
-		{"http no request", &event.Event{Kind: event.KindHTTP, Target: "www.example.com:80"}, def, "no fail=ats.cleartext_http unknown=", "proxy connection to www.example.com:80"},
-		{"tunnel port 80 no TLS", &event.Event{Kind: event.KindTunnel, Target: "ws.example.com:80", TLSAbsent: "not TLS"}, def, "no fail=ats.cleartext_http unknown=", "without TLS (not TLS)"},
-		{"tunnel other port no TLS", &event.Event{Kind: event.KindTunnel, Target: "chat.example.com:5222"}, def, "unknown fail= unknown=ats.cleartext_http", "no TLS seen"},
+		{"http no request", &event.Event{Kind: event.KindHTTP, Target: "www.example.com:80", Upstreams: []event.Upstream{{ID: 1, Target: "www.example.com:80", TCP: *connected()}}}, def, "no fail=ats.cleartext_http unknown=", "proxy connection to www.example.com:80"},
+		{"tunnel port 80 no TLS", &event.Event{Kind: event.KindTunnel, Target: "ws.example.com:80", TLSAbsent: "not TLS", TCP: connected()}, def, "no fail=ats.cleartext_http unknown=", "without TLS (not TLS)"},
+		{"tunnel other port no TLS", &event.Event{Kind: event.KindTunnel, Target: "chat.example.com:5222", TCP: connected()}, def, "unknown fail= unknown=ats.cleartext_http", "no TLS seen"},
 		// ats.min_tls_version
 		{"TLS 1.0", tunnel("old.example.com:443", version(tls.VersionTLS10), cipher(0xc013)), def, "no fail=ats.min_tls_version unknown=", "negotiated TLS 1.0, minimum is TLS 1.2"},
 		{"TLS 1.1", tunnel("old.example.com:443", version(tls.VersionTLS11), cipher(0xc013)), def, "no fail=ats.min_tls_version unknown=", "TLS 1.1"},

@@ -12,8 +12,12 @@
 #   BENCH_BIG_MIB [1024]    size of the download
 #   BENCH_ROUNDS [3]        rate tests per configuration, interleaved (median reported)
 #   BENCH_DL_RUNS [3]       downloads per configuration, interleaved (median reported)
-#   BENCH_CONFIGS           configurations to run, space separated (default: the six proxies;
-#                           relay-iocopy and relay-splice, the bare byte relay, on request)
+#   BENCH_CONFIGS           configurations to run, space separated (default: all eight; the
+#                           -noui one has the live console off, the -console one has a
+#                           console client streaming throughout; inspectproxy-otlp,
+#                           passthrough-noui exporting every connection to a local
+#                           Jaeger built by .ci/jaeger.sh, only when named; relay-iocopy
+#                           and relay-splice, the bare byte relay, only when named)
 #   BENCH_RESULTS [bench/RESULTS.md]  file the dated results are appended to ("-": none)
 #   BENCH_KEEP [0]          1: keep the work directory (logs, events, results)
 #   BENCH_INSPECTPROXY      a prebuilt inspectproxy binary (default: build from the work tree)
@@ -34,7 +38,7 @@ BENCH_IDLE_GET=${BENCH_IDLE_GET-/small}
 BENCH_BIG_MIB=${BENCH_BIG_MIB:-1024}
 BENCH_DL_RUNS=${BENCH_DL_RUNS:-3}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
-BENCH_CONFIGS=${BENCH_CONFIGS:-direct tinyproxy mitmproxy-passthrough mitmproxy-mitm inspectproxy-passthrough inspectproxy-mitm}
+BENCH_CONFIGS=${BENCH_CONFIGS:-direct tinyproxy mitmproxy-passthrough mitmproxy-mitm inspectproxy-passthrough inspectproxy-mitm inspectproxy-passthrough-noui inspectproxy-passthrough-console}
 BENCH_RESULTS=${BENCH_RESULTS:-$here/RESULTS.md}
 BENCH_KEEP=${BENCH_KEEP:-0}
 command_line="$(printf '%s ' "$(basename "$0")" "$@")"
@@ -74,7 +78,7 @@ make_pki "$W/pki"
 head -c 1024 /dev/urandom | base64 -w 76 | head -c 1024 >"$W/www/small"
 log "writing the ${BENCH_BIG_MIB} MiB file"
 "$LG" mkfile -out "$W/www/big" -size $((BENCH_BIG_MIB << 20))
-read -r P_NGINX P_TINY P_MITMP P_MITMM P_IPP P_IPM P_RIO P_RSP <<<"$("$LG" freeports -n 8)"
+read -r P_NGINX P_TINY P_MITMP P_MITMM P_IPP P_IPM P_IPN P_IPC P_UI P_UIP P_IPO P_IPOA P_OTLP P_OTLPG P_JQ P_JQG P_RIO P_RSP <<<"$("$LG" freeports -n 18)"
 TARGET=127.0.0.1:$P_NGINX
 RESULTS=$W/results.jsonl
 
@@ -124,9 +128,18 @@ Allow 127.0.0.1
 LogLevel Error
 DisableViaHeader Yes
 EOF
-for mode in passthrough mitm; do
-  port=$P_IPP enabled=false
-  [ $mode = mitm ] && port=$P_IPM enabled=true
+# The live console: on with nobody watching (passthrough), off (mitm and
+# passthrough-noui), on with a streaming client (passthrough-console).
+# otlp: passthrough-noui exporting to Jaeger (compare it with that one),
+# with /metrics for its counters.
+for mode in passthrough mitm passthrough-noui passthrough-console otlp; do
+  port=$P_IPP enabled=false ui=127.0.0.1:$P_UIP endpoint="" admin=""
+  case $mode in
+    mitm) port=$P_IPM enabled=true ui='""' ;;
+    passthrough-noui) port=$P_IPN ui='""' ;;
+    passthrough-console) port=$P_IPC ui=127.0.0.1:$P_UI ;;
+    otlp) port=$P_IPO ui='""' endpoint=http://127.0.0.1:$P_OTLP admin=127.0.0.1:$P_IPOA ;;
+  esac
   cat >"$W/inspectproxy-$mode.yaml" <<EOF
 listen: 127.0.0.1:$port
 events: $W/inspectproxy-$mode-events.jsonl
@@ -139,8 +152,39 @@ tls:
 mitm:
   enabled: $enabled
   data_dir: $W/ipca
+ui:
+  listen: $ui
+otlp:
+  endpoint: "$endpoint"
+admin:
+  listen: "$admin"
 EOF
 done
+# inspectproxy-otlp exports to a real collector: Jaeger v2, memory storage.
+if [[ " $BENCH_CONFIGS " == *" inspectproxy-otlp "* ]]; then
+  JAEGER=${INSPECTPROXY_JAEGER:-$(bash "$root/.ci/jaeger.sh")}
+  cat >"$W/jaeger.yaml" <<EOF
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces: {receivers: [otlp], exporters: [jaeger_storage_exporter]}
+  telemetry: {metrics: {level: none}, logs: {level: warn}}
+extensions:
+  jaeger_query:
+    storage: {traces: mem}
+    http: {endpoint: "127.0.0.1:$P_JQ"}
+    grpc: {endpoint: "127.0.0.1:$P_JQG"}
+  jaeger_storage:
+    backends: {mem: {memory: {max_traces: 100000}}}
+receivers:
+  otlp:
+    protocols: {http: {endpoint: "127.0.0.1:$P_OTLP"}, grpc: {endpoint: "127.0.0.1:$P_OTLPG"}}
+exporters:
+  jaeger_storage_exporter: {trace_storage: mem}
+EOF
+  start jaeger "$W/logs/jaeger.log" "$JAEGER" --config "$W/jaeger.yaml"
+  wait_port "$P_OTLP" 60 "$START_PID" || { cat "$W/logs/jaeger.log" >&2; die "jaeger did not start"; }
+fi
 "$W/inspectproxy" ca init --data-dir "$W/ipca" 2>/dev/null
 "$W/inspectproxy" ca export --data-dir "$W/ipca" >"$W/ipca/export.pem"
 
@@ -157,7 +201,10 @@ start_config() {
     mitmproxy-passthrough) port=$P_MITMP; start "$name" "$W/logs/$name.log" mitmdump "${mitmargs[@]}" -p "$port" --ignore-hosts '.*' ;;
     mitmproxy-mitm) port=$P_MITMM; start "$name" "$W/logs/$name.log" mitmdump "${mitmargs[@]}" -p "$port"; ca=$W/mitm/mitmproxy-ca-cert.pem ;;
     inspectproxy-passthrough) port=$P_IPP; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-passthrough.yaml" ;;
+    inspectproxy-otlp) port=$P_IPO; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-otlp.yaml" ;;
     inspectproxy-mitm) port=$P_IPM; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-mitm.yaml"; ca=$W/ipca/export.pem ;;
+    inspectproxy-passthrough-noui) port=$P_IPN; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-passthrough-noui.yaml" ;;
+    inspectproxy-passthrough-console) port=$P_IPC; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-passthrough-console.yaml" ;;
     relay-iocopy) port=$P_RIO; start "$name" "$W/logs/$name.log" "$LG" relay -listen "127.0.0.1:$port" -copy io ;;
     relay-splice) port=$P_RSP; start "$name" "$W/logs/$name.log" "$LG" relay -listen "127.0.0.1:$port" -copy splice ;;
     *) die "unknown configuration $name" ;;
@@ -165,6 +212,14 @@ start_config() {
   PID_OF[$name]=$START_PID PROXY_OF[$name]=127.0.0.1:$port CA_OF[$name]=$ca
   wait_port "$port" 30 "$START_PID" || { cat "$W/logs/$name.log" >&2; die "$name did not start"; }
   [ -s "$ca" ] || die "$name: no client CA at $ca"
+  if [ "$name" = inspectproxy-passthrough-console ]; then
+    # One console open and streaming, as a browser's EventSource reads it.
+    wait_port "$P_UI" 30 "$START_PID" || die "$name: no console on $P_UI"
+    local tok
+    tok=$(curl -s "http://127.0.0.1:$P_UI/" | sed -n 's/.*name="inspectproxy-token" content="\([0-9a-f]*\)".*/\1/p')
+    [ -n "$tok" ] || die "$name: no console token"
+    start console-client /dev/null curl -sN "http://127.0.0.1:$P_UI/api/stream?k=$tok"
+  fi
 }
 
 stop_config() {
@@ -219,6 +274,12 @@ for ((round = 1; round <= BENCH_DL_RUNS; round++)); do
       || die "$name: download failed (see above; WRONG BYTES means the proxy corrupted the stream)"
   done
 done
+otlp_counts=""
+if [ "${PID_OF[inspectproxy-otlp]:-0}" != 0 ]; then
+  # What the export did: every trace queued and exported, none dropped?
+  otlp_counts=$(curl -s "http://127.0.0.1:$P_IPOA/metrics" | grep -E '^inspectproxy_otlp_[a-z_]+\{' | tr '\n' ' ')
+  log "inspectproxy-otlp: $otlp_counts"
+fi
 for name in $BENCH_CONFIGS; do stop_config "$name"; done
 t_end=$(date +%s)
 loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -238,6 +299,7 @@ if [ "$BENCH_RESULTS" != "-" ]; then
     echo "- software: $(go version | cut -d' ' -f3), $("$NGINX" -v 2>&1 | cut -d' ' -f3), $(tinyproxy -v 2>&1 | head -1), mitmproxy $(mitmdump --version 2>/dev/null | awk '/Mitmproxy/{print $2}'), inspectproxy ${ip_version}"
     echo "- settings: rate tests of ${BENCH_SECONDS}s at concurrency $BENCH_CONCURRENCY (+${BENCH_WARMUP}s warm-up) × $BENCH_ROUNDS rounds (median, range in brackets), ${BENCH_BIG_MIB} MiB download × $BENCH_DL_RUNS (median), $BENCH_IDLE idle tunnels (each after GET ${BENCH_IDLE_GET:-none}), fd limit $nofile"
     echo "- load average $loadavg_start at the start, $loadavg_end at the end; $((t_end - t_start)) s"
+    [ -z "$otlp_counts" ] || echo "- inspectproxy-otlp export counters: $otlp_counts"
     echo
     echo "$report"
   } >>"$BENCH_RESULTS"

@@ -66,7 +66,7 @@ func Init(dir string, force bool) (*CA, error) {
 	if !force {
 		for _, p := range []string{certPath, keyPath} {
 			if _, err := os.Lstat(p); err == nil {
-				return nil, fmt.Errorf("%w: %s (force replaces it)", ErrExists, p)
+				return nil, fmt.Errorf("%w: %s (ca init --force replaces it)", ErrExists, p)
 			} else if !errors.Is(err, fs.ErrNotExist) {
 				return nil, fmt.Errorf("ca: %w", err)
 			}

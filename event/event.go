@@ -53,6 +53,10 @@ type Event struct {
 	Source string `json:"source,omitempty"`
 	// Peer is the WireGuard peer's name (source wireguard).
 	Peer string `json:"peer,omitempty"`
+	// SNIMismatch is true when the ClientHello named another host than the
+	// CONNECT target: the proxy connected to the target's address and, when
+	// decrypting, verified the server for the SNI and issued its leaf for it.
+	SNIMismatch bool `json:"sni_mismatch,omitempty"`
 	// MITMSkipped says why a stream the MITM policy selects was passed
 	// through instead (e.g. the client rejected the proxy's certificate
 	// earlier and mitm.auto_passthrough is on).
@@ -106,6 +110,8 @@ type Cut struct {
 type TCP struct {
 	DNSMS     *float64 `json:"dns_ms"`     // null when the target was an IP literal
 	ConnectMS *float64 `json:"connect_ms"` // three-way handshake only
+	// DialAtMS is when the proxy began to dial (DNS, then connect).
+	DialAtMS *float64 `json:"dial_at_ms,omitempty"`
 	// ConnectAt is when the connection was up; absent if it never was.
 	ConnectAt  float64 `json:"connect_at_ms,omitempty"`
 	RemoteAddr string  `json:"remote_addr,omitempty"`
@@ -118,11 +124,15 @@ type TCP struct {
 	// RST is who reset the connection, if anyone: client, server, or
 	// proxy (a limit or shutdown cut it). RSTCause says why when known:
 	// data_after_close, linger0, proxy_idle_timeout, ...
-	RST       string `json:"rst,omitempty"`
-	RSTCause  string `json:"rst_cause,omitempty"`
-	BytesUp   int64  `json:"bytes_up"`
-	BytesDown int64  `json:"bytes_down"`
-	// DurationMS is from the client's accept until both sides were closed.
+	RST      string `json:"rst,omitempty"`
+	RSTCause string `json:"rst_cause,omitempty"`
+	// RSTMS is when the reset was seen.
+	RSTMS     *float64 `json:"rst_ms,omitempty"`
+	BytesUp   int64    `json:"bytes_up"`
+	BytesDown int64    `json:"bytes_down"`
+	// DurationMS is how long the connection lived: for the tcp of a
+	// tunnel, from the client's accept until both sides were closed; for
+	// an upstream of an http or mitm connection, from its dial to its close.
 	DurationMS float64 `json:"duration_ms"`
 	// Timeout names the proxy timeout that ended the connection, if any.
 	Timeout string `json:"timeout,omitempty"`
@@ -222,21 +232,30 @@ type HandshakeFailure struct {
 	// Alert is the alert sent, e.g. "fatal handshake_failure (40)".
 	Alert     string `json:"alert,omitempty"`
 	AlertCode *int   `json:"alert_code,omitempty"`
-	// Phase is the last handshake step seen: client_hello, server_hello,
-	// server_flight (certificate and the rest of it), client_finished.
+	// Phase is the last handshake step seen: client_hello,
+	// hello_retry_request, server_hello, server_flight (certificate and the
+	// rest of it), client_finished.
 	Phase string   `json:"phase"`
 	AtMS  *float64 `json:"at_ms"`
 }
 
 // ClientRejected is a client refusing the certificate it was shown.
 type ClientRejected struct {
+	// Signal is the evidence: alert (a readable certificate alert),
+	// encrypted_alert (TLS 1.3: an alert-sized record instead of the
+	// client's Finished), close or rst (the client hung up after the
+	// server's flight, before its Finished).
+	Signal string `json:"signal"`
 	// Alert is the client's alert when one was readable (TLS 1.3 encrypts
 	// it: then "encrypted alert").
-	Alert string `json:"alert,omitempty"`
+	Alert     string `json:"alert,omitempty"`
+	AlertCode *int   `json:"alert_code,omitempty"`
 	// AfterMS is the time from the server's flight to the rejection.
 	AfterMS *float64 `json:"after_ms"`
-	// Likely is pinning (the CA is trusted elsewhere, or the alert is
-	// bad_certificate after a valid chain) or untrusted_ca (unknown_ca).
+	// Likely is pinning (the chain verifies against the proxy's roots, yet
+	// the client refused it), untrusted_ca (the chain's CA is unknown, or
+	// the client said unknown_ca), invalid_certificate (expired, wrong
+	// name, ...) or unknown (no verdict and an alert that does not say).
 	Likely string `json:"likely"`
 }
 
@@ -268,8 +287,6 @@ type HTTP struct {
 	Error      string   `json:"error,omitempty"`
 	// URLLength is the URL's full length when URL was shortened.
 	URLLength int `json:"url_length,omitempty"`
-	// StreamID is the HTTP/2 stream.
-	StreamID uint32 `json:"stream_id,omitempty"`
 	// Headers, decrypted or plain, with secrets redacted unless
 	// mitm.record_secrets is on; sizes are the bytes on the wire (HTTP/1)
 	// or of the decoded fields (HTTP/2).

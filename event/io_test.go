@@ -2,41 +2,18 @@ package event
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
+	"os"
+	"reflect"
 	"strings"
-	"sync"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
-func TestWriterLinesNeverInterleave(t *testing.T) {
-	var buf bytes.Buffer
-	w := NewWriter(&buf)
-	var wg sync.WaitGroup
-	for i := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = w.Write(&Event{ID: strings.Repeat("x", i*100), Kind: KindTunnel})
-		}()
-	}
-	wg.Wait()
-	r := NewReader(&buf)
-	n := 0
-	for {
-		_, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("line %d: %v", n+1, err)
-		}
-		n++
-	}
-	if n != 50 {
-		t.Fatalf("read %d events, want 50", n)
-	}
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestReaderErrors(t *testing.T) {
 	r := NewReader(strings.NewReader("{\"id\":\"a\"}\n\n{broken\n{\"id\":\"b\"}\n"))
@@ -49,10 +26,90 @@ func TestReaderErrors(t *testing.T) {
 	if ev, err := r.Next(); err != nil || ev.ID != "b" {
 		t.Fatalf("after a broken line the reader goes on: %v %v", ev, err)
 	}
-	long := NewReader(strings.NewReader(strings.Repeat("x", MaxLine+10)))
-	if _, err := long.Next(); !errors.Is(err, ErrLineTooLong) {
-		t.Fatalf("long line: %v", err)
+}
+
+// TestReaderSkipsLongLines checks that a line over MaxLine is skipped and
+// counted, and the next line is read, in every mode.
+func TestReaderSkipsLongLines(t *testing.T) {
+	in := "{\"id\":\"a\"}\n" + strings.Repeat("x", MaxLine+10) + "\n{\"id\":\"b\"}\n" + strings.Repeat("y", MaxLine+1)
+	for _, o := range []ReadOptions{{}, {Lean: true, Workers: 3}} {
+		r := NewReaderOptions(strings.NewReader(in), o)
+		var ids []string
+		var skipped []int
+		for {
+			ev, err := r.Next()
+			if err == io.EOF {
+				break
+			}
+			var le *LineError
+			switch {
+			case errors.As(err, &le) && errors.Is(err, ErrLineTooLong):
+				skipped = append(skipped, le.Line)
+			case err != nil:
+				t.Fatalf("%+v: %v", o, err)
+			default:
+				ids = append(ids, ev.ID)
+			}
+		}
+		r.Close()
+		if strings.Join(ids, ",") != "a,b" || len(skipped) != 2 || skipped[0] != 2 || skipped[1] != 4 {
+			t.Errorf("%+v: read %v, skipped lines %v; want a,b and lines 2 and 4", o, ids, skipped)
+		}
 	}
+}
+
+// TestLeanAndParallelDecode checks the lean, parallel decoder against
+// encoding/json on every line of the sample capture: the fields it keeps
+// are the same, the ones it skips are empty, and the order is kept.
+func TestLeanAndParallelDecode(t *testing.T) {
+	var in bytes.Buffer
+	for range 200 {
+		b, err := os.ReadFile("../report/testdata/events.jsonl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Write(b)
+	}
+	var want []Event
+	for l := range strings.Lines(in.String()) {
+		var ev Event
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.TLS != nil {
+			ev.TLS.ClientHello, ev.TLS.ServerHello, ev.TLS.JA3, ev.TLS.JA3Hash, ev.TLS.JA4, ev.TLS.JA3S, ev.TLS.JA3SHash = nil, nil, "", "", "", "", ""
+		}
+		want = append(want, ev)
+	}
+	r := NewReaderOptions(bytes.NewReader(in.Bytes()), ReadOptions{Lean: true, Workers: 4})
+	defer r.Close()
+	for i := range want {
+		got, err := r.Next()
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(*got, want[i]) {
+			t.Fatalf("event %d differs:\n got %+v\nwant %+v", i, *got, want[i])
+		}
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("after the last event: %v", err)
+	}
+	if r.BytesRead() != int64(in.Len()) {
+		t.Errorf("BytesRead %d, want %d", r.BytesRead(), in.Len())
+	}
+}
+
+func TestCloseStopsWorkers(t *testing.T) {
+	b, err := os.ReadFile("../report/testdata/events.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewReaderOptions(bytes.NewReader(bytes.Repeat(b, 2000)), ReadOptions{Workers: 2})
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // goleak in TestMain checks that nothing is left running
 }
 
 func FuzzReader(f *testing.F) {
@@ -60,11 +117,14 @@ func FuzzReader(f *testing.F) {
 	f.Add([]byte("{\"tls\":{\"chain\":[{\"subject\":\"x\"}]}}\n{"))
 	f.Add([]byte("\x00\xff\n\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r := NewReader(bytes.NewReader(b))
-		for range 1000 {
-			if _, err := r.Next(); err == io.EOF || errors.Is(err, ErrLineTooLong) {
-				return
+		for _, o := range []ReadOptions{{}, {Lean: true}, {NoChain: true, Workers: 2}} {
+			r := NewReaderOptions(bytes.NewReader(b), o)
+			for range 1000 {
+				if _, err := r.Next(); err == io.EOF || (err != nil && !IsLineError(err)) {
+					break
+				}
 			}
+			r.Close()
 		}
 	})
 }

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/eventlog"
 )
 
 // ErrNotLoopback is returned by Listen for an address other hosts can
@@ -41,7 +42,22 @@ type Metrics struct {
 	connect       *prometheus.HistogramVec
 	handshake     *prometheus.HistogramVec
 	ttfb          *prometheus.HistogramVec
+	otlpTraces    *prometheus.CounterVec
+	otlpSpans     *prometheus.CounterVec
+
+	// health, when set, is the events sink's Health, which /healthz reports.
+	health func() error
 }
+
+// What became of a connection's trace, or of spans, handed to the OTLP
+// exporter (label outcome).
+const (
+	OTLPQueued    = "queued"    // trace: taken into the export queue
+	OTLPUnsampled = "unsampled" // trace: left out by otlp.sampling_ratio
+	OTLPDropped   = "dropped"   // trace or span: the queue was full
+	OTLPExported  = "exported"  // span: the receiver accepted it
+	OTLPFailed    = "failed"    // span: the export failed, retries included
+)
 
 // New returns Metrics with every series registered, plus the Go runtime
 // and process collectors.
@@ -68,7 +84,7 @@ func New() *Metrics {
 			Name:      "open_connections",
 			Help:      "Client connections open now, by kind.",
 		}, []string{"kind"}),
-		events:        counter("events_total", "Client connections closed and recorded, by kind.", "kind"),
+		events:        counter("events_total", "Client connections closed, by kind; each event is then written or counted in events_dropped_total.", "kind"),
 		errors:        counter("errors_total", "Client connections that ended with an error, by kind.", "kind"),
 		atsViolations: counter("ats_violations_total", "App Transport Security rules broken, by rule.", "rule"),
 		rsts:          counter("rst_total", "Connections reset, by the side that sent the RST.", "side"),
@@ -76,12 +92,14 @@ func New() *Metrics {
 		connect:       histogram("tcp_connect_seconds", "TCP three-way handshake time of upstream connections."),
 		handshake:     histogram("tls_handshake_seconds", "TLS handshake time, ClientHello to done."),
 		ttfb:          histogram("ttfb_seconds", "Time to first byte: HTTP wait, or in tunnels first data down after first data up."),
+		otlpTraces:    counter("otlp_traces_total", "Client connections handed to the OTLP exporter, by outcome: queued, dropped (queue full), unsampled.", "outcome"),
+		otlpSpans:     counter("otlp_spans_total", "Spans of the OTLP exporter, by outcome: exported, failed (export error), dropped (queue full).", "outcome"),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.open, m.events, m.errors, m.atsViolations, m.rsts,
-		m.dns, m.connect, m.handshake, m.ttfb,
+		m.dns, m.connect, m.handshake, m.ttfb, m.otlpTraces, m.otlpSpans,
 	)
 	// Known label values start at zero, so rate() and alerts work before
 	// the first connection of a kind.
@@ -96,7 +114,21 @@ func New() *Metrics {
 	for _, s := range []string{event.SideClient, event.SideServer, event.SideProxy} {
 		m.rsts.WithLabelValues(s)
 	}
+	for _, o := range []string{OTLPQueued, OTLPDropped, OTLPUnsampled} {
+		m.otlpTraces.WithLabelValues(o)
+	}
+	for _, o := range []string{OTLPExported, OTLPFailed, OTLPDropped} {
+		m.otlpSpans.WithLabelValues(o)
+	}
 	return m
+}
+
+// OTLPTrace counts one connection's trace by outcome.
+func (m *Metrics) OTLPTrace(outcome string) { m.otlpTraces.WithLabelValues(outcome).Inc() }
+
+// OTLPSpans counts n spans by outcome.
+func (m *Metrics) OTLPSpans(outcome string, n int) {
+	m.otlpSpans.WithLabelValues(outcome).Add(float64(n))
 }
 
 // ConnOpened counts a client connection of kind as open. The proxy calls
@@ -162,13 +194,72 @@ func observeMS(o prometheus.Observer, ms *float64) {
 	}
 }
 
+// EventsSink is the events file writer as metrics sees it
+// (*eventlog.Sink).
+type EventsSink interface {
+	Stats() eventlog.Stats
+	Health() error
+}
+
+// WatchEvents exports s's counters and makes /healthz report s's health.
+// Call it before Handler or Serve.
+func (m *Metrics) WatchEvents(s EventsSink) {
+	m.reg.MustRegister(eventsCollector{s})
+	m.health = s.Health
+}
+
+// eventsCollector reads the sink's counters at each scrape, so they are
+// never a second count that could disagree with the sink's.
+type eventsCollector struct{ s EventsSink }
+
+var (
+	eventsWritten = prometheus.NewDesc("inspectproxy_events_written_total",
+		"Events written to the events file (gap records not included).", nil, nil)
+	eventsDropped = prometheus.NewDesc("inspectproxy_events_dropped_total",
+		"Events lost, by reason: queue_full (the writer was behind or stalled), write_error (disk full, I/O error), too_large (over limits.max_event_bytes), encode_error, shutdown (still queued when events.close_timeout ran out).",
+		[]string{"reason"}, nil)
+	eventsGaps = prometheus.NewDesc("inspectproxy_events_gap_records_total",
+		"Gap records written to the events file, each stating events dropped before it.", nil, nil)
+	eventsTorn = prometheus.NewDesc("inspectproxy_events_torn_lines_total",
+		"Incomplete lines ended with a newline: found at the end of the events file (a crash mid-write) or left by a failed write.", nil, nil)
+	eventsQueued = prometheus.NewDesc("inspectproxy_events_queued",
+		"Events waiting for the events file writer.", nil, nil)
+	eventsQueuedBytes = prometheus.NewDesc("inspectproxy_events_queued_bytes",
+		"Bytes of events waiting for the events file writer (bounded by events.queue_bytes).", nil, nil)
+)
+
+func (c eventsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{eventsWritten, eventsDropped, eventsGaps, eventsTorn, eventsQueued, eventsQueuedBytes} {
+		ch <- d
+	}
+}
+
+func (c eventsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	ch <- prometheus.MustNewConstMetric(eventsWritten, prometheus.CounterValue, float64(st.Written))
+	for _, r := range eventlog.Reasons {
+		ch <- prometheus.MustNewConstMetric(eventsDropped, prometheus.CounterValue, float64(st.Dropped[r]), r)
+	}
+	ch <- prometheus.MustNewConstMetric(eventsGaps, prometheus.CounterValue, float64(st.Gaps))
+	ch <- prometheus.MustNewConstMetric(eventsTorn, prometheus.CounterValue, float64(st.TornLines))
+	ch <- prometheus.MustNewConstMetric(eventsQueued, prometheus.GaugeValue, float64(st.Queued))
+	ch <- prometheus.MustNewConstMetric(eventsQueuedBytes, prometheus.GaugeValue, float64(st.QueuedBytes))
+}
+
 // Handler serves /metrics in the Prometheus exposition formats and
-// /healthz, which answers "ok" while the process runs.
+// /healthz: "ok", or 503 with the reason while events are being lost.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if m.health != nil {
+			if err := m.health(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintln(w, err)
+				return
+			}
+		}
 		fmt.Fprint(w, "ok\n")
 	})
 	return mux
@@ -183,11 +274,17 @@ func Listen(addr string, allowRemote bool) (net.Listener, error) {
 		return nil, fmt.Errorf("metrics: admin address: %w", err)
 	}
 	if !allowRemote && !isLoopback(host) {
-		return nil, fmt.Errorf("%w: %q: the admin listener has no authentication; use 127.0.0.1, ::1 or localhost, or allow remote access explicitly", ErrNotLoopback, addr)
+		return nil, fmt.Errorf("%w: %q: the admin listener has no authentication; use 127.0.0.1, ::1 or localhost (from another machine, reach it through an SSH tunnel)", ErrNotLoopback, addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	// A name was checked above by what it says; the address bound is
+	// what counts (localhost may resolve elsewhere in /etc/hosts).
+	if a, ok := ln.Addr().(*net.TCPAddr); !allowRemote && (!ok || !a.AddrPort().Addr().Unmap().IsLoopback()) {
+		ln.Close()
+		return nil, fmt.Errorf("%w: %q bound %s: the admin listener has no authentication; use 127.0.0.1 or ::1", ErrNotLoopback, addr, ln.Addr())
 	}
 	return ln, nil
 }

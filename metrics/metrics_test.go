@@ -7,9 +7,12 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -17,7 +20,10 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/eventlog"
+	"github.com/inspectproxy/inspectproxy/internal/netns"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -207,6 +213,39 @@ func TestConnClosed(t *testing.T) {
 	}
 }
 
+// TestOTLPCounters: every outcome is exported from zero, and counts add up.
+func TestOTLPCounters(t *testing.T) {
+	m := New()
+	base, c := serve(t, m)
+	zero := scrape(t, base, c)
+	for _, s := range []string{
+		`inspectproxy_otlp_traces_total{outcome="queued"}`, `inspectproxy_otlp_traces_total{outcome="dropped"}`,
+		`inspectproxy_otlp_traces_total{outcome="unsampled"}`, `inspectproxy_otlp_spans_total{outcome="exported"}`,
+		`inspectproxy_otlp_spans_total{outcome="failed"}`, `inspectproxy_otlp_spans_total{outcome="dropped"}`,
+	} {
+		if v, ok := zero[s]; !ok || v != 0 {
+			t.Errorf("%s = %v (present %v), want 0 before any export", s, v, ok)
+		}
+	}
+	m.OTLPTrace(OTLPQueued)
+	m.OTLPTrace(OTLPDropped)
+	m.OTLPSpans(OTLPDropped, 5)
+	m.OTLPSpans(OTLPExported, 7)
+	m.OTLPSpans(OTLPExported, 3)
+	got := scrape(t, base, c)
+	for s, want := range map[string]float64{
+		`inspectproxy_otlp_traces_total{outcome="queued"}`:  1,
+		`inspectproxy_otlp_traces_total{outcome="dropped"}`: 1,
+		`inspectproxy_otlp_spans_total{outcome="dropped"}`:  5,
+		`inspectproxy_otlp_spans_total{outcome="exported"}`: 10,
+		`inspectproxy_otlp_spans_total{outcome="failed"}`:   0,
+	} {
+		if got[s] != want {
+			t.Errorf("%s = %v, want %v", s, got[s], want)
+		}
+	}
+}
+
 func TestHandler(t *testing.T) {
 	base, c := serve(t, New())
 	for _, tc := range []struct {
@@ -315,5 +354,89 @@ func TestServeShutdown(t *testing.T) {
 	ln.Close()
 	if err := New().Serve(context.Background(), ln, zaptest.NewLogger(t)); err == nil {
 		t.Error("Serve on a closed listener = nil")
+	}
+}
+
+// TestListenChecksTheBoundAddress reproduces issue 8's finding: with
+// localhost pointing at a non-loopback address in /etc/hosts (a private
+// mount namespace here, with the address of a veth pair), "localhost:0"
+// must be refused by the address it bound, not trusted by its name.
+func TestListenChecksTheBoundAddress(t *testing.T) {
+	if netns.InHostsChild() {
+		ln, err := Listen("localhost:0", false)
+		if err == nil {
+			fmt.Printf("ADMITTED %s\n", ln.Addr())
+			os.Exit(1)
+		}
+		fmt.Printf("REFUSED %v\n", err)
+		os.Exit(0)
+	}
+	pair := netns.New(t)
+	out, err := netns.RunWithHosts(t, pair.Host4.String()+" localhost\n", "TestListenChecksTheBoundAddress")
+	if err != nil || !strings.Contains(string(out), "REFUSED") || !strings.Contains(string(out), "bound "+pair.Host4.String()) {
+		t.Fatalf("%v: %s", err, out)
+	}
+}
+
+// TestWatchEvents: the events sink's counters are series, and /healthz is
+// 503 with the sink's reason until an event is written again.
+func TestWatchEvents(t *testing.T) {
+	c := config.Default().Events
+	c.Path = filepath.Join(t.TempDir(), "events.jsonl")
+	sink, err := eventlog.Open(c, 1<<20, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sink.Close(context.Background()) }()
+	m := New()
+	m.WatchEvents(sink)
+	base, client := serve(t, m)
+	healthz := func() (int, string) {
+		resp, err := client.Get(base + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	nan := math.NaN()
+	_ = sink.Write(&event.Event{ID: "a", Kind: event.KindTunnel, TCP: &event.TCP{DNSMS: &nan}})
+	if code, body := healthz(); code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "events: 1 dropped since ") || !strings.Contains(body, "(encode_error 1), last error: eventlog: encode event a") {
+		t.Errorf("healthz = %d %q", code, body)
+	}
+	got := scrape(t, base, client)
+	for series, want := range map[string]float64{
+		`inspectproxy_events_dropped_total{reason="encode_error"}`: 1,
+		`inspectproxy_events_dropped_total{reason="queue_full"}`:   0,
+		`inspectproxy_events_dropped_total{reason="write_error"}`:  0,
+		`inspectproxy_events_dropped_total{reason="too_large"}`:    0,
+		`inspectproxy_events_dropped_total{reason="shutdown"}`:     0,
+		`inspectproxy_events_written_total{}`:                      0,
+		`inspectproxy_events_gap_records_total{}`:                  0,
+		`inspectproxy_events_torn_lines_total{}`:                   0,
+		`inspectproxy_events_queued{}`:                             0,
+		`inspectproxy_events_queued_bytes{}`:                       0,
+	} {
+		if v, ok := got[series]; !ok || v != want {
+			t.Errorf("%s = %g (present %v), want %g", series, v, ok, want)
+		}
+	}
+
+	if err := sink.Write(&event.Event{ID: "b", Kind: event.KindTunnel}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); sink.Stats().Written == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("event never written")
+		}
+	}
+	if code, body := healthz(); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("healthz after a write = %d %q", code, body)
+	}
+	got = scrape(t, base, client)
+	if got[`inspectproxy_events_written_total{}`] != 1 || got[`inspectproxy_events_gap_records_total{}`] != 1 || got[`inspectproxy_events_dropped_total{reason="encode_error"}`] != 1 {
+		t.Errorf("after the write: %v", got)
 	}
 }

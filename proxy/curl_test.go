@@ -14,26 +14,13 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 )
-
-// needTool returns the path of a command the CI installs; outside CI a
-// missing tool skips the test.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed; .ci/run installs it", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-	return p
-}
 
 // TestCurlThroughProxy runs the real curl with -x against an HTTPS server
 // and reads the event a user would read.
 func TestCurlThroughProxy(t *testing.T) {
-	curl := needTool(t, "curl")
+	curl := testtool.Need(t, "curl")
 	h := startProxy(t, nil)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "hello curl")

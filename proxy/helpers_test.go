@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,10 +20,12 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// The reset watcher is one goroutine for the whole process, by design.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/inspectproxy/inspectproxy/internal/rstwatch.(*Watcher).loop"))
 }
 
 // sink collects events; it is the real Sink interface over a channel.
@@ -143,22 +144,10 @@ func tcpServer(t testing.TB, handle func(*net.TCPConn)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c.(*net.TCPConn))
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	testtool.Serve(t, ln, func(c net.Conn) {
+		defer c.Close()
+		handle(c.(*net.TCPConn))
+	})
 	return ln.Addr().String()
 }
 

@@ -9,63 +9,53 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/timing"
 )
 
-// newGoproxy builds the goproxy instance for plain HTTP (and MITM). Each
-// request goes through its client connection's own transport, so upstream
-// connections belong to one client connection and their reuse and close
-// are visible in its event.
-func (s *Server) newGoproxy(m MITM) *goproxy.ProxyHttpServer {
+// httpEngine is the HTTP layer: goproxy carries each request, plain or
+// decrypted, through its client connection's session, whose transport
+// dials (timed) and records every upstream connection, so reuse and
+// closes show in the event.
+type httpEngine struct {
+	gp *goproxy.ProxyHttpServer
+}
+
+func newHTTPEngine(log *zap.Logger) *httpEngine {
 	gp := goproxy.NewProxyHttpServer()
-	gp.Logger = zapPrintf{s.log.Named("goproxy").Sugar()}
-	gp.Tr = nil // never used: every request gets ctx.RoundTripper below
+	gp.Logger = zapPrintf{log.Named("goproxy").Sugar()}
+	gp.Tr = nil                  // never used: every request gets its session's RoundTripper
+	gp.KeepAcceptEncoding = true // pass Accept-Encoding through untouched
 	gp.OnRequest().DoFunc(func(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-		cc := clientConnFrom(r)
-		if cc == nil { // a request decrypted by MITM: goproxy carried the CONNECT's state
-			cc, _ = ctx.UserData.(*clientConn)
-		}
-		if cc == nil {
+		s := sessionFrom(r.Context())
+		if s == nil {
 			return r, goproxy.NewResponse(r, goproxy.ContentTypeText, http.StatusInternalServerError, "inspectproxy: request without connection state")
 		}
-		ex := cc.startExchange(r)
-		ctx.UserData = ex
-		// Errors become a 502 here: goproxy's MITM loop would otherwise
-		// close the client without a response.
+		ex, refused := s.startExchange(r)
+		if refused != nil {
+			return r, refused
+		}
+		stripConnectionHeaders(r.Header)
+		// A client that half-closes after its request (RFC 9112 allows it)
+		// makes net/http cancel the request's context; the upstream
+		// exchange must not die of it. Shutdown and the limits still end it.
+		r = r.WithContext(context.WithoutCancel(r.Context()))
 		ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
-			resp, err := cc.roundTrip(req, ex)
-			if err != nil {
-				code := http.StatusBadGateway
-				if errors.Is(err, timing.ErrDenied) {
-					code = http.StatusForbidden
-				}
-				ex.fail(code, err.Error())
-				return goproxy.NewResponse(req, goproxy.ContentTypeText, code, "inspectproxy: upstream failed: "+err.Error()+"\n"), nil
-			}
-			ex.gotResponse(resp)
-			if resp.StatusCode == http.StatusSwitchingProtocols {
-				// goproxy needs the body's io.ReadWriter for the upgraded
-				// (WebSocket) stream; there is no receive phase to time.
-				ex.done()
-				return resp, nil
-			}
-			resp.Body = &timedBody{ReadCloser: resp.Body, ex: ex}
-			return resp, nil
+			return s.roundTrip(req, ex)
 		})
 		return r, nil
 	})
-	if m != nil {
-		s.mitm = m
-		s.setupMITM(gp, m)
-	}
-	return gp
+	return &httpEngine{gp: gp}
 }
 
 type zapPrintf struct {
@@ -74,10 +64,284 @@ type zapPrintf struct {
 
 func (z zapPrintf) Printf(format string, v ...any) { z.l.Debugf(format, v...) }
 
+type sessionKey struct{}
+
+func withSession(ctx context.Context, s *session) context.Context {
+	return context.WithValue(ctx, sessionKey{}, s)
+}
+
+func sessionFrom(ctx context.Context) *session {
+	s, _ := ctx.Value(sessionKey{}).(*session)
+	return s
+}
+
+// hopHeaders are hop-by-hop (RFC 9110 §7.6.1) besides those Connection
+// names; Upgrade is kept for a WebSocket handshake, which goproxy relays.
+var hopHeaders = []string{"Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding"}
+
+// stripConnectionHeaders removes the headers a message's Connection field
+// names (RFC 9110 §7.6.1: they are for this hop only) and the other
+// hop-by-hop fields. Connection itself goproxy removes, unless upgrading.
+func stripConnectionHeaders(h http.Header) {
+	upgrade := false
+	for _, v := range h.Values("Connection") {
+		for _, name := range strings.Split(v, ",") {
+			name = textproto.TrimString(name)
+			if strings.EqualFold(name, "upgrade") {
+				upgrade = true
+				continue
+			}
+			if name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+	if !upgrade {
+		h.Del("Upgrade")
+	}
+}
+
+// session is one client connection's HTTP state: its record, its
+// transport (upstream connections belong to one client connection), and
+// the per-connection bounds.
+type session struct {
+	rec     *record
+	lim     config.Limits
+	secrets bool // record cookies and authorization values
+	// dial opens an upstream connection (plain HTTP: to the request's
+	// host; MITM: to the CONNECT target, TLS included).
+	dial func(ctx context.Context, addr string) (net.Conn, error)
+	tls  bool // the transport's connections are TLS (MITM)
+	h2   bool // the upstream may speak HTTP/2 (MITM, negotiated by ALPN)
+
+	mu        sync.Mutex
+	transport *http.Transport
+	open      int // upstream connections open now
+	closing   bool
+}
+
+// startExchange records a request, or refuses it when a per-connection
+// bound is reached (the response tells the client which).
+func (s *session) startExchange(r *http.Request) (*exchange, *http.Response) {
+	rec := s.rec
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	ex := &exchange{s: s, i: -1, getConn: -1, gotConn: -1, wrote: -1, firstByte: -1}
+	if rec.ev.Limit == "max_upstreams_per_client_life" {
+		return nil, refusal(r, http.StatusServiceUnavailable, rec.ev.Error)
+	}
+	b := rec.bounds
+	if len(rec.ev.HTTP) >= b.maxRequests || rec.size >= b.maxBytes {
+		rec.cut(func(c *event.Cut) { c.HTTP++ })
+		return ex, nil
+	}
+	u := r.URL.String()
+	h := event.HTTP{Method: r.Method, URL: u, StartMS: timing.MS(rec.since())}
+	if len(u) > b.maxURL {
+		h.URL, h.URLLength = u[:b.maxURL], len(u)
+		rec.cut(func(c *event.Cut) { c.URLs++ })
+	}
+	h.RequestHeaders, h.RequestHeadersSize = s.headers(r.Header, r.Host)
+	rec.size += 256 + len(h.URL) + headerBytes(h.RequestHeaders)
+	ex.i = len(rec.ev.HTTP)
+	rec.ev.HTTP = append(rec.ev.HTTP, h)
+	return ex, nil
+}
+
+// headers returns what an event keeps of a header block: fields in order,
+// secrets redacted, at most limits.max_header_bytes_recorded of them; and
+// the block's size as an HTTP/1.1 client would send it.
+func (s *session) headers(h http.Header, host string) ([]event.Header, int64) {
+	var out []event.Header
+	var size, kept int64
+	add := func(k, v string) {
+		size += int64(len(k) + len(v) + 4)
+		if kept+int64(len(k)+len(v)) > int64(s.rec.bounds.maxHeaders) {
+			s.rec.cut(func(c *event.Cut) { c.Headers++ })
+			return
+		}
+		kept += int64(len(k) + len(v))
+		if !s.secrets && isSecretHeader(k) {
+			v = "[redacted]"
+		}
+		out = append(out, event.Header{Name: k, Value: v})
+	}
+	if host != "" {
+		add("Host", host)
+	}
+	for _, k := range sortedKeys(h) {
+		for _, v := range h[k] {
+			add(k, v)
+		}
+	}
+	return out, size
+}
+
+func headerBytes(hs []event.Header) int {
+	n := 0
+	for _, h := range hs {
+		n += len(h.Name) + len(h.Value) + 16
+	}
+	return n
+}
+
+// isSecretHeader names the fields that carry credentials or sessions.
+func isSecretHeader(k string) bool {
+	switch http.CanonicalHeaderKey(k) {
+	case "Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie":
+		return true
+	}
+	return false
+}
+
+func refusal(r *http.Request, code int, msg string) *http.Response {
+	resp := goproxy.NewResponse(r, goproxy.ContentTypeText, code, "inspectproxy: "+msg+"\n")
+	resp.Header.Set("Connection", "close")
+	resp.Close = true
+	return resp
+}
+
+// roundTrip sends req upstream on the session's transport and records it;
+// a failure becomes a 502 (403 when denied) with the reason, where
+// goproxy's MITM loop would close the client without a response.
+func (s *session) roundTrip(req *http.Request, ex *exchange) (*http.Response, error) {
+	trace := &httptrace.ClientTrace{
+		GetConn: func(string) { ex.set(&ex.getConn) },
+		GotConn: func(info httptrace.GotConnInfo) {
+			ex.mu.Lock()
+			defer ex.mu.Unlock()
+			ex.gotConn = s.rec.since()
+			ex.reused = info.Reused
+			conn := info.Conn
+			if tc, ok := conn.(*tls.Conn); ok { // MITM's upstream
+				conn = tc.NetConn()
+			}
+			ex.upstream, _ = conn.(*upstreamConn)
+		},
+		WroteRequest:         func(httptrace.WroteRequestInfo) { ex.set(&ex.wrote) },
+		GotFirstResponseByte: func() { ex.set(&ex.firstByte) },
+	}
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	resp, err := s.httpTransport().RoundTrip(req)
+	if err != nil {
+		code := http.StatusBadGateway
+		var le *limitError
+		switch {
+		case errors.Is(err, timing.ErrDenied):
+			code = http.StatusForbidden
+		case errors.As(err, &le):
+			code = http.StatusServiceUnavailable
+		}
+		ex.fail(code, err.Error())
+		return refusal(req, code, "upstream failed: "+err.Error()), nil
+	}
+	stripConnectionHeaders(resp.Header)
+	ex.gotResponse(resp)
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// goproxy needs the body's io.ReadWriter for the upgraded
+		// (WebSocket) stream; there is no receive phase to time.
+		ex.done()
+		return resp, nil
+	}
+	resp.Body = &timedBody{ReadCloser: resp.Body, ex: ex}
+	return resp, nil
+}
+
+// httpTransport is the session's own transport, made on first use.
+func (s *session) httpTransport() *http.Transport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.transport == nil {
+		s.transport = &http.Transport{
+			Proxy:                 nil, // never chain to $HTTP_PROXY: we are the proxy
+			DisableCompression:    true,
+			MaxIdleConns:          8,
+			MaxIdleConnsPerHost:   4,
+			IdleConnTimeout:       s.lim.IdleTimeout,
+			ResponseHeaderTimeout: s.lim.IdleTimeout,
+			ForceAttemptHTTP2:     s.h2,
+		}
+		dial := s.dialUpstream
+		if s.tls {
+			s.transport.DialTLSContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) }
+		} else {
+			s.transport.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) }
+		}
+	}
+	return s.transport
+}
+
+// limitError is a per-connection bound refusing a new upstream connection.
+type limitError struct{ key, msg string }
+
+func (e *limitError) Error() string { return e.msg }
+
+// dialUpstream enforces the per-connection upstream bounds, then dials.
+func (s *session) dialUpstream(ctx context.Context, addr string) (net.Conn, error) {
+	rec := s.rec
+	s.mu.Lock()
+	if s.open >= s.lim.MaxUpstreamsOpen && s.transport != nil {
+		// Idle keep-alive connections make room before a new one is refused.
+		s.mu.Unlock()
+		s.transport.CloseIdleConnections()
+		s.mu.Lock()
+	}
+	rec.mu.Lock()
+	total := len(rec.upstreams)
+	rec.mu.Unlock()
+	var lerr *limitError
+	switch {
+	case total >= s.lim.MaxUpstreamsPerClient:
+		lerr = &limitError{"max_upstreams_per_client_life", limitMsg("max_upstreams_per_client_life", s.lim.MaxUpstreamsPerClient)}
+	case s.open >= s.lim.MaxUpstreamsOpen:
+		lerr = &limitError{"max_upstreams_open", limitMsg("max_upstreams_open", s.lim.MaxUpstreamsOpen)}
+	default:
+		s.open++
+	}
+	s.mu.Unlock()
+	if lerr != nil {
+		rec.setLimit(lerr.key, lerr.msg)
+		return nil, lerr
+	}
+	c, err := s.dial(ctx, addr)
+	if err != nil {
+		s.upstreamClosed()
+	}
+	return c, err
+}
+
+func (s *session) upstreamClosed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open--
+}
+
+// close ends the session: idle upstream connections are closed, and every
+// upstream's record is returned.
+func (s *session) close() []event.Upstream {
+	s.mu.Lock()
+	tr := s.transport
+	s.mu.Unlock()
+	if tr != nil {
+		tr.CloseIdleConnections()
+	}
+	s.rec.mu.Lock()
+	ups := append([]*upstreamConn(nil), s.rec.upstreams...)
+	s.rec.mu.Unlock()
+	var out []event.Upstream
+	for _, u := range ups {
+		out = append(out, u.finish())
+	}
+	return out
+}
+
 // exchange is one request and response, timed like HAR.
 type exchange struct {
-	cc *clientConn
-	i  int // index in cc.ev.HTTP
+	s *session
+	i int // index in the record's HTTP, -1 when only counted
 
 	// mu guards the trace times: the transport calls them from its own
 	// read and write goroutines.
@@ -89,39 +353,40 @@ type exchange struct {
 	bytes            atomic.Int64
 }
 
-func (cc *clientConn) startExchange(r *http.Request) *exchange {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	ex := &exchange{cc: cc, i: len(cc.ev.HTTP), getConn: -1, gotConn: -1, wrote: -1, firstByte: -1}
-	cc.ev.HTTP = append(cc.ev.HTTP, event.HTTP{Method: r.Method, URL: r.URL.String(), StartMS: timing.MS(cc.since())})
-	return ex
-}
-
-// update edits this exchange's record under the connection's lock.
+// update edits this exchange's record under the record's lock.
 func (ex *exchange) update(f func(h *event.HTTP)) {
-	ex.cc.mu.Lock()
-	defer ex.cc.mu.Unlock()
-	f(&ex.cc.ev.HTTP[ex.i])
+	if ex.i < 0 {
+		return
+	}
+	rec := ex.s.rec
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	f(&rec.ev.HTTP[ex.i])
 }
 
 func (ex *exchange) fail(status int, msg string) {
 	ex.update(func(h *event.HTTP) { h.Error = msg; h.Status = status })
-	ex.cc.setError(msg)
+	ex.s.rec.setError(msg)
 }
 
 // set stamps one trace time.
 func (ex *exchange) set(t *time.Duration) {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
-	*t = ex.cc.since()
+	*t = ex.s.rec.since()
 }
 
 func (ex *exchange) gotResponse(resp *http.Response) {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
+	hs, size := ex.s.headers(resp.Header, "")
 	ex.update(func(h *event.HTTP) {
 		h.Status = resp.StatusCode
 		h.Proto = resp.Proto
+		h.ResponseHeaders, h.ResponseHeadersSize = hs, size
+		if resp.Request != nil && resp.Request.ContentLength > 0 {
+			h.RequestBodySize = resp.Request.ContentLength
+		}
 		if ex.upstream != nil {
 			h.UpstreamID = ex.upstream.id
 		}
@@ -138,10 +403,14 @@ func (ex *exchange) gotResponse(resp *http.Response) {
 			h.BlockedMS = timing.MSPtr(max(blocked, 0))
 		}
 	})
+	ex.s.rec.mu.Lock()
+	ex.s.rec.size += headerBytes(hs)
+	ex.s.rec.mu.Unlock()
+	ex.s.rec.publish(PhaseHTTP)
 }
 
 func (ex *exchange) done() {
-	end := ex.cc.since()
+	end := ex.s.rec.since()
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
 	ex.update(func(h *event.HTTP) {
@@ -172,70 +441,11 @@ func (b *timedBody) Close() error {
 	return err
 }
 
-// roundTrip sends req upstream on this client connection's transport.
-func (cc *clientConn) roundTrip(req *http.Request, ex *exchange) (*http.Response, error) {
-	trace := &httptrace.ClientTrace{
-		GetConn: func(string) { ex.set(&ex.getConn) },
-		GotConn: func(info httptrace.GotConnInfo) {
-			ex.mu.Lock()
-			defer ex.mu.Unlock()
-			ex.gotConn = cc.since()
-			ex.reused = info.Reused
-			conn := info.Conn
-			if tc, ok := conn.(*tls.Conn); ok { // MITM's upstream
-				conn = tc.NetConn()
-			}
-			ex.upstream, _ = conn.(*upstreamConn)
-		},
-		WroteRequest:         func(httptrace.WroteRequestInfo) { ex.set(&ex.wrote) },
-		GotFirstResponseByte: func() { ex.set(&ex.firstByte) },
-	}
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-	return cc.httpTransport().RoundTrip(req)
-}
-
-func (cc *clientConn) httpTransport() *http.Transport {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.transport == nil {
-		lim := cc.s.cfg.Limits
-		cc.transport = &http.Transport{
-			Proxy:                 nil, // never chain to $HTTP_PROXY: we are the proxy
-			DialContext:           cc.dialUpstream,
-			DialTLSContext:        cc.dialTLSUpstream,
-			DisableCompression:    true, // pass Accept-Encoding through untouched
-			MaxIdleConnsPerHost:   8,
-			IdleConnTimeout:       lim.IdleTimeout,
-			ResponseHeaderTimeout: lim.IdleTimeout,
-			ForceAttemptHTTP2:     false,
-		}
-	}
-	return cc.transport
-}
-
-// dialUpstream dials with timing and wraps the connection so its close is
-// recorded.
-func (cc *clientConn) dialUpstream(ctx context.Context, _, addr string) (net.Conn, error) {
-	at := cc.since()
-	d, err := cc.s.dialer.Dial(ctx, addr)
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	u := &upstreamConn{cc: cc, id: len(cc.upstreams) + 1, target: addr, dial: d, dialAt: at}
-	cc.upstreams = append(cc.upstreams, u)
-	if err != nil {
-		u.err = err.Error()
-		u.closed, u.closedAt = true, cc.since()
-		return nil, err
-	}
-	u.TCPConn = d.Conn
-	return u, nil
-}
-
 // upstreamConn is an upstream connection of a plain-HTTP or MITM client
 // connection. It counts bytes and notes who closed first.
 type upstreamConn struct {
 	*net.TCPConn
-	cc     *clientConn
+	s      *session
 	id     int
 	target string
 	dial   *timing.Dialed
@@ -254,23 +464,65 @@ type upstreamConn struct {
 
 var _ net.Conn = (*upstreamConn)(nil)
 
+// newUpstream records a dial (failed or not) as the session's next
+// upstream connection.
+func (s *session) newUpstream(target string, d *timing.Dialed, dialAt time.Duration, err error) *upstreamConn {
+	rec := s.rec
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	u := &upstreamConn{s: s, id: len(rec.upstreams) + 1, target: target, dial: d, dialAt: dialAt}
+	rec.upstreams = append(rec.upstreams, u)
+	u.close.Mark(event.SideClient, timing.HistAccept)
+	if err != nil {
+		u.err = err.Error()
+		u.closed, u.closedAt = true, rec.since()
+		return u
+	}
+	u.close.Mark(event.SideServer, timing.HistSynAck)
+	u.TCPConn = d.Conn
+	return u
+}
+
+// plainDial is the plain-HTTP session's dial: timed, recorded.
+func plainDial(s *session, dialer *timing.Dialer) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		at := s.rec.since()
+		d, err := dialer.Dial(ctx, addr)
+		u := s.newUpstream(addr, d, at, err)
+		if err != nil {
+			return nil, err
+		}
+		return u, nil
+	}
+}
+
 func (u *upstreamConn) Read(p []byte) (int, error) {
 	n, err := u.TCPConn.Read(p)
+	if n > 0 {
+		u.close.Mark(event.SideServer, timing.HistData)
+	}
 	u.down.Add(int64(n))
 	switch {
 	case err == io.EOF:
-		u.close.FIN(event.SideServer, u.cc.since())
+		u.close.FIN(event.SideServer, u.s.rec.since())
 	case timing.IsReset(err):
-		u.close.RST(event.SideServer)
+		u.close.RST(event.SideServer, "abort", u.s.rec.since())
 	}
 	return n, err
 }
 
 func (u *upstreamConn) Write(p []byte) (int, error) {
 	n, err := u.TCPConn.Write(p)
+	if n > 0 {
+		u.close.Mark(event.SideClient, timing.HistData)
+	}
 	u.up.Add(int64(n))
 	if timing.IsReset(err) {
-		u.close.RST(event.SideServer)
+		cause := "abort"
+		if u.close.HasFIN(event.SideServer) {
+			cause = "data_after_close"
+		}
+		u.close.RST(event.SideServer, cause, u.s.rec.since())
 	}
 	return n, err
 }
@@ -280,16 +532,20 @@ func (u *upstreamConn) Write(p []byte) (int, error) {
 // connection without reading to the server's FIN, so the kernel is asked
 // whether that FIN is already there (its time is then when it was noticed).
 func (u *upstreamConn) Close() error {
-	at := u.cc.since()
+	at := u.s.rec.since()
 	if si, ok := timing.Info(u.TCPConn); ok && si.PeerFIN {
 		u.close.FIN(event.SideServer, at)
 	}
 	u.close.FIN(event.SideProxy, at)
 	u.mu.Lock()
-	if !u.closed {
+	first := !u.closed
+	if first {
 		u.closed, u.closedAt = true, at
 	}
 	u.mu.Unlock()
+	if first {
+		u.s.upstreamClosed()
+	}
 	return u.TCPConn.Close()
 }
 
@@ -310,7 +566,7 @@ func (u *upstreamConn) finish() event.Upstream {
 	if d == nil {
 		d = &timing.Dialed{DNS: -1, Connect: -1}
 	}
-	tcp := tcpEvent(d, u.dialAt, &u.close, u.up.Load(), u.down.Load(), end-u.dialAt)
+	tcp := tcpFacts(d, u.dialAt, &u.close, u.up.Load(), u.down.Load(), end)
 	return event.Upstream{ID: u.id, Target: u.target, TCP: tcp, TLS: u.tls, Error: u.err}
 }
 

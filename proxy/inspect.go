@@ -18,18 +18,12 @@ import (
 	"github.com/inspectproxy/inspectproxy/tlsinfo"
 )
 
-// Checker adds a verdict (ATS) to a finished event.
-type Checker interface {
-	Check(ev *event.Event)
-}
-
 // inspector turns what a tracker saw into the event's tls object: names,
 // fingerprints, times, the chain (observed or probed) and its verification.
 type inspector struct {
 	roots        *x509.CertPool // nil: the system's
 	prober       *tlsinfo.Prober
 	probeTimeout time.Duration
-	checker      Checker
 
 	// chains caches each chain's summary and verdict: most connections to
 	// a host show the same chain, and summarising (a self-signature check
@@ -82,12 +76,12 @@ func (in *inspector) chain(certs []*x509.Certificate, host string) ([]event.Cert
 	return e.summary, e.err
 }
 
-func newInspector(cfg config.Config, checker Checker) (*inspector, error) {
+func newInspector(cfg config.Config) (*inspector, error) {
 	roots, err := LoadRoots(cfg.TLS.ExtraRoots)
 	if err != nil {
 		return nil, err
 	}
-	in := &inspector{roots: roots, probeTimeout: cfg.TLS.ProbeTimeout, checker: checker, chains: make(map[string]chainEntry)}
+	in := &inspector{roots: roots, probeTimeout: cfg.TLS.ProbeTimeout, chains: make(map[string]chainEntry)}
 	if cfg.TLS.Probe {
 		in.prober = tlsinfo.NewProber(cfg.TLS.ProbeTimeout, cfg.TLS.ProbeTTL)
 	}
@@ -116,12 +110,6 @@ func LoadRoots(files []string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-func (in *inspector) check(ev *event.Event) {
-	if in.checker != nil {
-		in.checker.Check(ev)
-	}
-}
-
 // fillTLS sets ev.TLS (or ev.TLSAbsent) from what the tracker saw.
 func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, helloTimedOut bool, log *zap.Logger) {
 	if helloTimedOut {
@@ -137,6 +125,9 @@ func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, 
 		switch {
 		case info.Err != nil:
 			ev.TLSAbsent = "no ClientHello: " + info.Err.Error()
+		case ev.TCP != nil && ev.TCP.BytesUp > 0:
+			// The stream was cut before the tracker was told it ended.
+			ev.TLSAbsent = fmt.Sprintf("no complete ClientHello in the %d bytes the client sent", ev.TCP.BytesUp)
 		default:
 			ev.TLSAbsent = "the client sent no data"
 		}

@@ -14,7 +14,7 @@ import (
 // observer and reads them back after a tunnel and a refused request.
 func TestMetricsObserver(t *testing.T) {
 	m := metrics.New()
-	h := startProxyWith(t, nil, Options{Observer: m})
+	h := startProxyWith(t, nil, Options{Observers: []Observer{m}})
 	c := h.connect(tcpServer(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) }))
 	echo(t, c, []byte("x"))
 	c.Close()

@@ -1,6 +1,9 @@
-// Package proxy is the inspecting forward proxy: plain HTTP through goproxy,
-// CONNECT tunnels passed through byte for byte while their TCP and TLS
-// layers are timed and parsed, and one event per client connection.
+// Package proxy is the inspecting forward proxy. Every client stream,
+// whatever brought it (an HTTP CONNECT, SOCKS5, a WireGuard flow), goes
+// through one pipeline: dial (timed) → read the ClientHello → route by SNI
+// and policy → passthrough relay or MITM layer → one event. Plain HTTP
+// requests go through goproxy, the HTTP engine, which also carries the
+// requests inside decrypted streams.
 package proxy
 
 import (
@@ -10,75 +13,64 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/elazarl/goproxy"
 	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/socks5"
+	"github.com/inspectproxy/inspectproxy/stream"
 	"github.com/inspectproxy/inspectproxy/timing"
 )
 
-// Sink receives each finished event. Observers are given the event after
-// it is written (metrics).
-type Sink interface {
-	Write(ev *event.Event) error
-}
-
-// Observer is told about connections opening and closing.
-type Observer interface {
-	ConnOpened(kind string)
-	ConnClosed(ev *event.Event)
-}
-
 // Server is one running proxy.
 type Server struct {
-	cfg      config.Config
-	log      *zap.Logger
-	sink     Sink
-	observer Observer
-	inspect  *inspector
-	dialer   *timing.Dialer
-	gp       *goproxy.ProxyHttpServer
-	mitm     MITM
-	sessions tls.ClientSessionCache // MITM upstream sessions
-	allow    []netip.Prefix
+	cfg   config.Config
+	log   *zap.Logger
+	conns *connTracker
+	pipe  *pipeline
+	http  *httpSource
+
+	policy   *access.Policy
+	socks    net.Listener
+	socksSrc *socksSource
+
 	idPrefix string
 	nextID   atomic.Uint64
-	slots    chan struct{}
-
-	mu    sync.Mutex
-	conns map[net.Conn]*clientConn // until closed or hijacked
-	// open counts client connections whose event is not written yet;
-	// idle, when set, is closed when open drops to zero.
-	open int
-	idle chan struct{}
-	// self are the proxy's own listening addresses, which tunnels may not target.
-	self []string
-	// cutters end connections that outlive the shutdown grace period; nil
-	// once it is over, so later ones are cut at once.
-	cutters map[any]func()
 }
 
 // Options are the parts of a Server that are not configuration values.
 type Options struct {
 	Log  *zap.Logger
 	Sink Sink
-	// Observer is optional.
-	Observer Observer
+	// Observers are told about every stream opening and closing (metrics,
+	// trace export).
+	Observers []Observer
+	// Live, optional, is told each phase of every open stream (the console).
+	Live Live
 	// Checker, optional, adds the ATS verdict to each event.
 	Checker Checker
 	// MITM, optional, decrypts tunnels to the hosts the config names.
 	MITM MITM
-	// Self lists other addresses of this process (the admin listener)
-	// that tunnels may not target.
-	Self []string
+	// KeyLog, optional, receives the TLS secrets of both legs of every
+	// decrypted stream (NSS key log format).
+	KeyLog io.Writer
+	// Self lists the addresses of this process's other listeners (admin,
+	// console, WireGuard), which no stream may target (a loop).
+	Self []net.Addr
+	// SOCKS, optional, is a bound SOCKS5 listener served with the proxy.
+	SOCKS net.Listener
+	// Resolver, optional, resolves upstream names (default: the system's).
+	Resolver *net.Resolver
+	// Setup, optional, serves the phone setup page (http://inspectproxy.setup/,
+	// or a plain GET sent straight to the listener), to admitted clients.
+	Setup http.Handler
 }
 
 // New builds a Server. It does not listen yet.
@@ -89,37 +81,98 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	if o.Log == nil || o.Sink == nil {
 		return nil, errors.New("proxy: Options.Log and Options.Sink are required")
 	}
-	insp, err := newInspector(cfg, o.Checker)
+	insp, err := newInspector(cfg)
 	if err != nil {
 		return nil, err
+	}
+	pol, err := access.New(cfg.Access)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range o.Self {
+		pol.AddSelf(a)
 	}
 	s := &Server{
 		cfg:      cfg,
 		log:      o.Log,
-		sink:     o.Sink,
-		observer: o.Observer,
-		inspect:  insp,
+		conns:    newConnTracker(connectionCap(cfg.Limits.MaxConnections, o.Log)),
+		policy:   pol,
 		idPrefix: randomHex(3),
-		slots:    make(chan struct{}, connectionCap(cfg.Limits.MaxConnections, o.Log)),
-		conns:    make(map[net.Conn]*clientConn),
-		cutters:  make(map[any]func()),
-		sessions: tls.NewLRUClientSessionCache(1024),
-		self:     o.Self,
+		socks:    o.SOCKS,
 	}
-	s.allow = prefixes(cfg.Access.AllowClients)
-	deny := prefixes(cfg.Access.DenyDestinations)
-	s.dialer = &timing.Dialer{Timeout: cfg.Limits.DialTimeout, Deny: func(ap netip.AddrPort) error {
-		if p, ok := matchPrefix(deny, ap.Addr()); ok {
-			return fmt.Errorf("in access.deny_destinations %s", p)
+	dialer := &timing.Dialer{Timeout: cfg.Limits.DialTimeout, Resolver: o.Resolver}
+	out := &emitter{recorded: cfg.CaptureScope().Recorded, checker: o.Checker, observers: o.Observers, live: o.Live, sink: o.Sink}
+	engine := newHTTPEngine(o.Log)
+	s.pipe = &pipeline{
+		log: o.Log, lim: cfg.Limits, dialer: dialer, policy: pol, inspect: insp, conns: s.conns, out: out, newID: s.newID,
+		bounds: recordBounds{
+			maxRequests: cfg.Limits.MaxRecordedRequests, maxURL: cfg.Limits.MaxURLBytes,
+			maxBytes: cfg.Limits.MaxEventBytes, maxHeaders: cfg.Limits.MaxHeaderBytesRecorded,
+		},
+	}
+	if o.MITM != nil {
+		m := &mitmLayer{
+			log: o.Log.Named("mitm"), certs: o.MITM, selects: cfg.MITMFor, roots: insp.roots,
+			insecure: cfg.MITM.InsecureUpstream, secrets: cfg.MITM.RecordSecrets,
+			sessions: tls.NewLRUClientSessionCache(1024), keylog: o.KeyLog, lim: cfg.Limits,
+			dialer: dialer, conns: s.conns, engine: engine,
+			trusted: newHostMemory(time.Hour, 4096),
 		}
-		if s.isSelf(ap) {
-			return errors.New("that is the proxy itself (a loop)")
+		if cfg.MITM.AutoPassthrough {
+			m.auto = newHostMemory(cfg.MITM.AutoPassthroughTTL, 4096)
 		}
-		return nil
-	}}
-	s.gp = s.newGoproxy(o.MITM)
+		s.pipe.mitm = m
+	}
+	s.socksSrc = &socksSource{
+		log: o.Log, lim: cfg.Limits, auth: socks5.Config{Username: cfg.Access.Username, Password: cfg.Access.Password},
+		policy: pol, pipe: s.pipe, conns: s.conns,
+	}
+	s.http = &httpSource{
+		log: o.Log, lim: cfg.Limits, access: cfg.Access, policy: pol,
+		pipe: s.pipe, engine: engine, conns: s.conns, secrets: cfg.MITM.RecordSecrets, setup: o.Setup,
+	}
 	return s, nil
 }
+
+// ServeStream serves a client stream from a source outside the HTTP
+// listener (SOCKS5, WireGuard) and writes its event.
+func (s *Server) ServeStream(st *stream.Stream) { s.pipe.Serve(st) }
+
+// Emit writes an event the proxy did not make itself (a WireGuard peer's
+// DNS lookup or UDP flow) the way it writes its own: capture scope,
+// observers (metrics, trace export, the live console), the sink, the log.
+func (s *Server) Emit(ev *event.Event) {
+	out := s.pipe.out
+	if !out.recorded(ev.Target) {
+		return
+	}
+	out.opened(ev.Kind)
+	out.emit(ev, s.log.With(zap.String("id", ev.ID), zap.String("client", ev.Client), zap.String("target", ev.Target)))
+}
+
+// OpenStreams calls fn with a snapshot of every stream open now and the
+// last phase it reached, for a live console that starts watching late.
+func (s *Server) OpenStreams(fn func(phase string, ev *event.Event)) {
+	out := s.pipe.out
+	out.openMu.Lock()
+	recs := make([]*record, 0, len(out.open))
+	for r := range out.open {
+		recs = append(recs, r)
+	}
+	out.openMu.Unlock()
+	for _, r := range recs {
+		r.mu.Lock()
+		phase := r.phase
+		r.mu.Unlock()
+		if ev, ok := r.snapshot(); ok {
+			fn(phase, ev)
+		}
+	}
+}
+
+// AddSelf registers another listener of this process (opened later) that
+// no stream may target; the returned func unregisters it.
+func (s *Server) AddSelf(addr net.Addr) (remove func()) { return s.policy.AddSelf(addr) }
 
 // fdsPerConn is what one tunnel can hold: two sockets and, while both
 // directions splice, a pipe pair each.
@@ -149,6 +202,10 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+func (s *Server) newID() string {
+	return fmt.Sprintf("%s-%d", s.idPrefix, s.nextID.Add(1))
+}
+
 // Run listens on the configured address and serves until ctx ends, then
 // shuts down gracefully. ready, if not nil, gets the bound address.
 func (s *Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
@@ -161,312 +218,70 @@ func (s *Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
 
 // Serve is Run on an existing listener, which Serve closes.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func(addr net.Addr)) error {
-	s.self = append(s.self, ln.Addr().String())
-	hs := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: s.cfg.Limits.HeaderTimeout,
-		MaxHeaderBytes:    s.cfg.Limits.MaxHeaderBytes,
-		IdleTimeout:       s.cfg.Limits.IdleTimeout,
-		ConnContext:       s.connContext,
-		ConnState:         s.connState,
-		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+	if err := access.CheckBound(&s.cfg, "listen", ln.Addr()); err != nil {
+		ln.Close()
+		return err
 	}
-	lim := &limitListener{Listener: ln, slots: s.slots, done: make(chan struct{}), overflow: s.overflow}
+	s.AddSelf(ln.Addr())
+	socksDone := make(chan error, 1)
+	if s.socks != nil {
+		if err := access.CheckBound(&s.cfg, "socks.listen", s.socks.Addr()); err != nil {
+			ln.Close()
+			s.socks.Close()
+			return err
+		}
+		s.AddSelf(s.socks.Addr())
+		go func() { socksDone <- s.socksSrc.serve(s.socks) }()
+		s.log.Info("SOCKS5 listening", zap.Stringer("addr", s.socks.Addr()))
+	}
+	hs := s.http.server()
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(lim) }()
-	s.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.String("events", s.cfg.Events))
+	go func() { errc <- hs.Serve(&trackListener{Listener: ln, src: s.http}) }()
+	s.log.Info("listening", zap.Stringer("addr", ln.Addr()), zap.String("events", s.cfg.Events.Path))
 	if ready != nil {
 		ready(ln.Addr())
 	}
 	select {
 	case err := <-errc:
+		if s.socks != nil {
+			s.socks.Close()
+		}
 		return fmt.Errorf("proxy: serve: %w", err)
 	case <-ctx.Done():
 	}
-	return s.stop(hs, lim, errc)
+	if s.socks != nil {
+		// No SOCKS stream is admitted once its accept loop has returned.
+		s.socks.Close()
+		<-socksDone
+	}
+	return s.stop(hs, errc)
 }
 
-// stop stops accepting, lets open connections finish for the grace period,
-// then cuts what is left; every connection still writes its event.
-func (s *Server) stop(hs *http.Server, lim *limitListener, errc chan error) error {
+// stop stops accepting, lets open streams finish for the grace period,
+// then cuts what is left; every stream still writes its event.
+func (s *Server) stop(hs *http.Server, errc chan error) error {
 	grace := s.cfg.Limits.ShutdownGrace
 	s.log.Info("shutting down", zap.Duration("grace", grace))
-	close(lim.done)
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	allDone := s.whenIdle()
-	herr := hs.Shutdown(sctx) // closes idle connections, waits for busy ones
+	// Shutdown closes the listener and idle connections, then waits for
+	// busy ones; the accept loop has returned by the time it does, so the
+	// open count below misses no stream.
+	herr := hs.Shutdown(sctx)
+	serr := <-errc
+	allDone := s.conns.beginShutdown()
 	select {
 	case <-allDone:
 	case <-sctx.Done():
 	}
-	s.cutAll()     // cuts tunnels still open
-	_ = hs.Close() // and plain-HTTP connections still busy
+	s.conns.cutAll() // cuts tunnels and cancels dials, probes, handshakes
+	_ = hs.Close()   // and plain-HTTP connections still busy
 	<-allDone
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("proxy: serve: %w", err)
+	if serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return fmt.Errorf("proxy: serve: %w", serr)
 	}
 	if herr != nil && !errors.Is(herr, context.DeadlineExceeded) {
 		return fmt.Errorf("proxy: shutdown: %w", herr)
 	}
 	return nil
-}
-
-// limitListener caps concurrent client connections. Unlike
-// netutil.LimitListener it returns the *net.TCPConn itself, so tunnels keep
-// splice(2); the slot is given back when the connection's event is written.
-// A connection over the cap is answered 503 at once rather than left
-// waiting unseen in the kernel's queue.
-type limitListener struct {
-	net.Listener
-	slots    chan struct{}
-	done     chan struct{}
-	overflow func(net.Conn)
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case l.slots <- struct{}{}:
-			return c, nil
-		case <-l.done:
-			c.Close()
-			return nil, net.ErrClosed
-		default:
-			go l.overflow(c)
-		}
-	}
-}
-
-// overflow refuses a connection over limits.max_connections, with an event.
-func (s *Server) overflow(c net.Conn) {
-	s.track(1)
-	defer s.track(-1)
-	cc := s.newClientConn(c)
-	msg := fmt.Sprintf("limits.max_connections (%d) reached", cap(s.slots))
-	cc.setError(msg)
-	_ = c.SetWriteDeadline(time.Now().Add(s.cfg.Limits.HeaderTimeout))
-	body := "inspectproxy: " + msg + "\n"
-	fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-	_ = c.Close()
-	cc.closed()
-}
-
-// onCut registers cut to end a long-lived connection when the shutdown
-// grace period is over; the returned func unregisters it. One map entry
-// instead of a watcher goroutine per tunnel keeps idle tunnels cheap.
-func (s *Server) onCut(key any, cut func()) (done func()) {
-	s.mu.Lock()
-	if s.cutters == nil { // already past the grace period
-		s.mu.Unlock()
-		cut()
-		return func() {}
-	}
-	s.cutters[key] = cut
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		delete(s.cutters, key)
-	}
-}
-
-func (s *Server) cutAll() {
-	s.mu.Lock()
-	cs := s.cutters
-	s.cutters = nil
-	s.mu.Unlock()
-	for _, cut := range cs {
-		cut()
-	}
-}
-
-// release gives back a connection's slot once its event is written.
-func (s *Server) release() {
-	<-s.slots
-	s.track(-1)
-}
-
-// track counts open client connections.
-func (s *Server) track(delta int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.open += delta
-	if s.open == 0 && s.idle != nil {
-		close(s.idle)
-		s.idle = nil
-	}
-}
-
-// whenIdle returns a channel closed once no client connection is open. A
-// counter rather than a WaitGroup: connections accepted while shutdown
-// begins still count.
-func (s *Server) whenIdle() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ch := make(chan struct{})
-	if s.open == 0 {
-		close(ch)
-	} else {
-		s.idle = ch
-	}
-	return ch
-}
-
-type ctxKey struct{}
-
-func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
-	cc := s.newClientConn(c)
-	cc.hasSlot = true
-	s.mu.Lock()
-	s.open++
-	s.conns[c] = cc
-	s.mu.Unlock()
-	return context.WithValue(ctx, ctxKey{}, cc)
-}
-
-func (s *Server) connState(c net.Conn, st http.ConnState) {
-	if st != http.StateClosed && st != http.StateHijacked {
-		return
-	}
-	s.mu.Lock()
-	cc := s.conns[c]
-	delete(s.conns, c)
-	s.mu.Unlock()
-	if cc == nil {
-		return
-	}
-	if st == http.StateClosed {
-		cc.closed()
-	}
-	// A hijacked connection belongs to its tunnel, which finishes it.
-}
-
-func clientConnFrom(r *http.Request) *clientConn {
-	cc, _ := r.Context().Value(ctxKey{}).(*clientConn)
-	return cc
-}
-
-// ServeHTTP dispatches: access control first, then CONNECT to a tunnel (or
-// to goproxy's MITM), and plain HTTP to goproxy.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	cc := clientConnFrom(r)
-	if cc == nil { // not from our listener (tests using the handler directly)
-		http.Error(w, "inspectproxy: no connection state", http.StatusInternalServerError)
-		return
-	}
-	if code, msg := s.admit(r); code != 0 {
-		cc.refuse(w, r, code, msg)
-		return
-	}
-	if r.Method == http.MethodConnect {
-		host, _, _ := net.SplitHostPort(r.Host)
-		if s.mitm != nil && s.cfg.MITMFor(host) {
-			s.serveMITM(cc, w, r)
-			return
-		}
-		s.serveTunnel(cc, w, r)
-		return
-	}
-	if !r.URL.IsAbs() {
-		cc.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("inspectproxy is a proxy: request an absolute URL (got %q), or set it as your HTTP proxy", r.RequestURI))
-		return
-	}
-	cc.setKind(event.KindHTTP, r.Host)
-	hw := &hijackWatcher{ResponseWriter: w, s: s, cc: cc}
-	s.gp.ServeHTTP(hw, r)
-	if hw.conn != nil {
-		// goproxy hijacked it for an upgrade (WebSocket) and, once either
-		// side has closed, returns without closing it.
-		_ = hw.conn.Close()
-	}
-}
-
-// admit applies the client allow-list and proxy auth. It returns 0 to go
-// on, or a status and the reason. (Destinations are checked after DNS.)
-func (s *Server) admit(r *http.Request) (int, string) {
-	if len(s.allow) > 0 {
-		ap, err := netip.ParseAddrPort(r.RemoteAddr)
-		if _, ok := matchPrefix(s.allow, ap.Addr().Unmap()); err != nil || !ok {
-			return http.StatusForbidden, fmt.Sprintf("client %s is not in access.allow_clients", r.RemoteAddr)
-		}
-	}
-	if s.cfg.AuthEnabled() && !checkProxyAuth(r, s.cfg.Access.Username, s.cfg.Access.Password) {
-		return http.StatusProxyAuthRequired, "proxy authentication required"
-	}
-	return 0, ""
-}
-
-// prefixes parses CIDRs or addresses that Validate has already checked.
-func prefixes(list []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, c := range list {
-		p, _ := config.ParsePrefix(c)
-		out = append(out, p)
-	}
-	return out
-}
-
-// matchPrefix returns the first of ps that holds a.
-func matchPrefix(ps []netip.Prefix, a netip.Addr) (netip.Prefix, bool) {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return p, true
-		}
-	}
-	return netip.Prefix{}, false
-}
-
-// isSelf reports whether ap is one of the proxy's own listeners, checked
-// after DNS so that no name for this machine gets around it. A listener on
-// an unspecified address is every local address at its port.
-func (s *Server) isSelf(ap netip.AddrPort) bool {
-	for _, a := range s.self {
-		l, err := netip.ParseAddrPort(a)
-		if err != nil || l.Port() != ap.Port() {
-			continue
-		}
-		if l.Addr().Unmap() == ap.Addr() || (l.Addr().IsUnspecified() && isLocalAddr(ap.Addr())) {
-			return true
-		}
-	}
-	return false
-}
-
-func isLocalAddr(a netip.Addr) bool {
-	if a.IsLoopback() {
-		return true
-	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, ia := range addrs {
-		if n, ok := ia.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func (s *Server) newID() string {
-	return fmt.Sprintf("%s-%d", s.idPrefix, s.nextID.Add(1))
-}
-
-// emit writes a finished event, logs its summary line and tells the observer.
-func (s *Server) emit(ev *event.Event, log *zap.Logger) {
-	s.inspect.check(ev)
-	if s.observer != nil { // first, so metrics never lag the events file
-		s.observer.ConnClosed(ev)
-	}
-	if err := s.sink.Write(ev); err != nil {
-		log.Error("event not written", zap.Error(err))
-	}
-	logSummary(log, ev)
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/outcome"
 )
 
 // builder accumulates samples per host. It keeps no event: only counts,
@@ -17,7 +18,12 @@ type builder struct {
 	start     time.Time
 	end       time.Time
 	waterfall *waterfall
+	failures  map[failureKey]*Failure
+	lost      Lost
+	uncharted map[string]int
 }
+
+type failureKey struct{ host, reason string }
 
 // hostAcc is a Host being accumulated.
 type hostAcc struct {
@@ -35,6 +41,8 @@ func newBuilder(opts Options) *builder {
 		hosts:     map[string]*hostAcc{},
 		kinds:     map[string]int{},
 		waterfall: newWaterfall(n),
+		failures:  map[failureKey]*Failure{},
+		uncharted: map[string]int{},
 	}
 }
 
@@ -48,6 +56,15 @@ func (b *builder) host(key string) *hostAcc {
 }
 
 func (b *builder) add(ev *event.Event) {
+	switch ev.Kind {
+	case event.KindGap:
+		b.lost.add(ev)
+		return
+	case event.KindDNS, event.KindUDP:
+		// Not connections through the proxy's TCP path: counted, not charted.
+		b.uncharted[ev.Kind]++
+		return
+	}
 	b.events++
 	b.kinds[ev.Kind]++
 	if !ev.Start.IsZero() && (b.start.IsZero() || ev.Start.Before(b.start)) {
@@ -56,7 +73,11 @@ func (b *builder) add(ev *event.Event) {
 	if ev.End.After(b.end) {
 		b.end = ev.End
 	}
-	b.waterfall.add(ev)
+	oc := outcome.Of(ev)
+	if oc.Failed() {
+		b.failure(ev, oc)
+	}
+	b.waterfall.add(ev, oc)
 	if ev.Kind == event.KindTunnel {
 		h := b.host(hostKey(ev.Target))
 		h.conn(ev.TCP, ev.TLS, ev.Error)
@@ -65,6 +86,20 @@ func (b *builder) add(ev *event.Event) {
 		}
 		return
 	}
+	if len(ev.Upstreams) == 0 && len(ev.HTTP) == 0 {
+		// Nothing was forwarded (no request, or the proxy refused it): the
+		// failures table has it; a host row would only count an error.
+		return
+	}
+	// One failure is counted once per host, however many of the
+	// connection's records (its upstream, its request) repeat it.
+	counted := map[string]bool{}
+	countErr := func(h *hostAcc, text string) {
+		if text != "" && !counted[h.Name+"\x00"+text] {
+			counted[h.Name+"\x00"+text] = true
+			h.Errors++
+		}
+	}
 	// http and mitm: ev.TCP repeats Upstreams[0], so only Upstreams count.
 	for i := range ev.Upstreams {
 		up := &ev.Upstreams[i]
@@ -72,7 +107,9 @@ func (b *builder) add(ev *event.Event) {
 		if target == "" {
 			target = ev.Target
 		}
-		b.host(hostKey(target)).conn(&up.TCP, up.TLS, up.Error)
+		h := b.host(hostKey(target))
+		h.conn(&up.TCP, up.TLS, "")
+		countErr(h, up.Error)
 	}
 	for i := range ev.HTTP {
 		rq := &ev.HTTP[i]
@@ -81,9 +118,7 @@ func (b *builder) add(ev *event.Event) {
 		if rq.Reused {
 			h.Reused++
 		}
-		if rq.Error != "" {
-			h.Errors++
-		}
+		countErr(h, rq.Error)
 		h.sample(iTTFB, rq.WaitMS)
 		h.sample(iReceive, rq.ReceiveMS)
 	}
@@ -140,14 +175,54 @@ func (h *hostAcc) sample(phase int, v *float64) {
 	}
 }
 
+// failure counts a failed connection under its host and reason.
+func (b *builder) failure(ev *event.Event, oc outcome.Outcome) {
+	host := connHost(ev)
+	k := failureKey{host, oc.Reason}
+	f := b.failures[k]
+	if f == nil {
+		f = &Failure{Host: host, Reason: oc.Reason, FirstSeen: ev.Start, Example: oc.Detail}
+		b.failures[k] = f
+	}
+	f.Count++
+	if ev.Start.Before(f.FirstSeen) {
+		f.FirstSeen, f.Example = ev.Start, oc.Detail
+	}
+}
+
+func (l *Lost) add(ev *event.Event) {
+	l.Events += ev.Dropped
+	l.Gaps++
+	if l.From.IsZero() || ev.Start.Before(l.From) {
+		l.From = ev.Start
+	}
+	if ev.End.After(l.To) {
+		l.To = ev.End
+	}
+	if l.Reason == "" {
+		l.Reason = ev.Error
+	}
+}
+
 func (b *builder) report() *Report {
 	rep := &Report{
-		Events: b.events,
-		Kinds:  b.kinds,
-		Start:  b.start,
-		End:    b.end,
-		Hosts:  make([]Host, 0, len(b.hosts)),
+		Events:    b.events,
+		Kinds:     b.kinds,
+		Start:     b.start,
+		End:       b.end,
+		Hosts:     make([]Host, 0, len(b.hosts)),
+		Failures:  make([]Failure, 0, len(b.failures)),
+		Uncharted: b.uncharted,
 	}
+	if b.lost.Gaps > 0 {
+		rep.Lost = &b.lost
+	}
+	for _, f := range b.failures {
+		rep.Failures = append(rep.Failures, *f)
+	}
+	slices.SortFunc(rep.Failures, func(a, b Failure) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), a.FirstSeen.Compare(b.FirstSeen), cmp.Compare(a.Host, b.Host), cmp.Compare(a.Reason, b.Reason))
+	})
 	for _, h := range b.hosts {
 		h.Phases = make([]Phase, nPhases)
 		for i, s := range h.samples {

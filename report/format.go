@@ -13,6 +13,18 @@ import (
 	"time"
 )
 
+// Formats are the report formats, har included.
+var Formats = []string{"text", "json", "csv", "html", "har"}
+
+// CheckFormat says whether format is one of Formats, before any input is
+// read or output created.
+func CheckFormat(format string) error {
+	if !slices.Contains(Formats, format) {
+		return fmt.Errorf("%w %q: want %s", ErrFormat, format, strings.Join(Formats, ", "))
+	}
+	return nil
+}
+
 // Write writes the report in format: "text", "json", "csv" or "html". HAR
 // is no view of a Report: WriteHAR streams it from the events.
 func (r *Report) Write(w io.Writer, format string) error {
@@ -27,7 +39,7 @@ func (r *Report) Write(w io.Writer, format string) error {
 	case "html":
 		err = r.writeHTML(w)
 	default:
-		return fmt.Errorf("%w %q: want text, json, csv or html (har is written by WriteHAR)", ErrFormat, format)
+		return fmt.Errorf("%w %q: want text, json, csv or html (har is streamed from the events, not built from a report)", ErrFormat, format)
 	}
 	if err != nil {
 		return fmt.Errorf("report: write %s: %w", format, err)
@@ -55,15 +67,46 @@ func (r *Report) summary() string {
 	return b.String()
 }
 
+// notes are the header lines after the summary: the scope, lost events
+// and events not charted.
+func (r *Report) notes() []string {
+	var out []string
+	if r.Filter != "" {
+		out = append(out, "Filtered: "+r.Filter+".")
+	}
+	if l := r.Lost; l != nil {
+		s := fmt.Sprintf("%d events lost between %s and %s", l.Events, l.From.UTC().Format(time.RFC3339), l.To.UTC().Format(time.RFC3339))
+		if l.Reason != "" {
+			s += " (" + l.Reason + ")"
+		}
+		out = append(out, s+": the proxy could not write them; the figures below lack them.")
+	}
+	if len(r.Uncharted) > 0 {
+		var kinds []string
+		for _, k := range slices.Sorted(maps.Keys(r.Uncharted)) {
+			kinds = append(kinds, fmt.Sprintf("%d %s", r.Uncharted[k], k))
+		}
+		out = append(out, "Not charted: "+strings.Join(kinds, ", ")+" events (not TCP connections).")
+	}
+	return out
+}
+
 // Legends shared by the text and HTML tables.
 const (
-	latencyLegend = `Milliseconds; nearest-rank percentiles over the n measured samples; "-" = not measured.`
-	closeLegend   = "FIRST FIN and RST by client/server/proxy; no FIN: reset, failed, or closed without a half-close."
+	latencyLegend  = `Milliseconds; nearest-rank percentiles over the n measured samples; "-" = not measured.`
+	closeLegend    = "FIRST FIN and RST by client/server/proxy; no FIN: reset, failed, or closed without a half-close."
+	failuresLegend = "Connections that failed, per host and reason: no_request (closed before naming a target), dns, refused, " +
+		"timeout, unreachable, proxy_refused (the proxy answered itself: access, auth, a loop, not a proxy request), " +
+		"tls_alert (handshake ended early), verify (upstream chain refused), reset, other. They never rank among the slowest."
 )
 
 func (r *Report) writeText(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "Latency report: %s\n%s\n\n", r.summary(), latencyLegend)
+	fmt.Fprintf(bw, "Latency report: %s\n", r.summary())
+	for _, n := range r.notes() {
+		fmt.Fprintln(bw, n)
+	}
+	fmt.Fprintf(bw, "%s\n\n", latencyLegend)
 	width := len("HOST")
 	for _, h := range r.Hosts {
 		width = max(width, len(h.Name))
@@ -96,7 +139,32 @@ func (r *Report) writeText(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintf(bw, "\nFailures: %d connections, per host and reason; failures never rank among the slowest.\n", r.failed())
+	if len(r.Failures) > 0 {
+		fw := width
+		for _, f := range r.Failures {
+			fw = max(fw, len(f.Host))
+		}
+		bw.WriteString("\n")
+		tw = table{tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)}
+		fmt.Fprintf(tw, "%-*s\tREASON\tCOUNT\tFIRST SEEN\tEXAMPLE\n", fw, "HOST")
+		for _, f := range r.Failures {
+			fmt.Fprintf(tw, "%-*s\t%s\t%d\t%s\t%s\n", fw, f.Host, f.Reason, f.Count, f.FirstSeen.UTC().Format(time.RFC3339), f.Example)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	return bw.Flush()
+}
+
+// failed is how many connections failed.
+func (r *Report) failed() int {
+	n := 0
+	for _, f := range r.Failures {
+		n += f.Count
+	}
+	return n
 }
 
 // table is a tabwriter whose cells are right-aligned, which suits numbers;

@@ -22,7 +22,8 @@ var htmlPage = template.Must(template.New("report").Funcs(template.FuncMap{
 	"percentiles": func(s Stats) []*float64 {
 		return []*float64{s.P50, s.P95, s.P99, s.Max}
 	},
-	"f": func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
+	"f":   func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
+	"utc": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 }).Parse(htmlTemplate))
 
 // Geometry of the SVG charts, in the template's viewBox units: 1000 wide.
@@ -75,12 +76,15 @@ var spanClass = map[string]string{
 }
 
 type htmlView struct {
-	Summary       string
-	LatencyLegend string
-	CloseLegend   string
-	Legend        []legendItem
-	Hosts         []Host
-	Charts        []chart
+	Summary        string
+	Notes          []string
+	LatencyLegend  string
+	CloseLegend    string
+	FailuresLegend string
+	Legend         []legendItem
+	Hosts          []Host
+	Failures       []Failure
+	Charts         []chart
 }
 
 // chart is an SVG chart laid out in Go, so the page needs no script.
@@ -121,15 +125,21 @@ type note struct {
 
 func (r *Report) writeHTML(w io.Writer) error {
 	v := htmlView{
-		Summary:       r.summary(),
-		LatencyLegend: latencyLegend,
-		CloseLegend:   closeLegend,
-		Legend:        legend,
-		Hosts:         r.Hosts,
-		Charts:        []chart{r.hostChart()},
+		Summary:        r.summary(),
+		Notes:          r.notes(),
+		Failures:       r.Failures,
+		LatencyLegend:  latencyLegend,
+		CloseLegend:    closeLegend,
+		FailuresLegend: failuresLegend,
+		Legend:         legend,
+		Hosts:          r.Hosts,
+		Charts:         []chart{r.hostChart()},
 	}
 	if len(r.first) > 0 {
-		v.Charts = append(v.Charts, firstChart(r.first), slowestChart(r.slowest))
+		v.Charts = append(v.Charts, firstChart(r.first))
+	}
+	if len(r.slowest) > 0 {
+		v.Charts = append(v.Charts, slowestChart(r.slowest))
 	}
 	return htmlPage.Execute(w, v)
 }
@@ -203,40 +213,53 @@ func (r *Report) hostChart() chart {
 	return c
 }
 
-// firstChart draws the earliest connections on one time line from the
-// first one's accept.
+// firstChart draws the earliest connections, in start order, each on its
+// own time line from its own accept, on one scale: one time line from the
+// first accept would spend the width on the idle time between connections
+// (on a 3-minute capture every row became a 1-pixel sliver). Each row's
+// label says when it started after the first.
 func firstChart(conns []conn) chart {
 	t0 := conns[0].start
 	return waterfallChart("first", fmt.Sprintf("Waterfall: the first %d connections", len(conns)),
-		"Connections by start time, on one time line from the first accept.",
-		conns, func(c *conn) float64 { return timing.MS(c.start.Sub(t0)) })
+		"Connections in start order, each from its own accept on one shared scale; +time is its accept after the first one's.",
+		conns, func(c *conn) string { return "+" + fmtOffset(timing.MS(c.start.Sub(t0))) })
 }
 
-// slowestChart aligns the slowest connections at their own accept.
+// fmtOffset is a start offset for a row label: ms under a second, else s.
+func fmtOffset(ms float64) string {
+	if ms < 1000 {
+		return strconv.FormatFloat(ms, 'f', 0, 64) + " ms"
+	}
+	return strconv.FormatFloat(ms/1000, 'f', 1, 64) + " s"
+}
+
+// slowestChart aligns the slowest successful connections at their own accept.
 func slowestChart(conns []conn) chart {
 	return waterfallChart("slowest", fmt.Sprintf("Waterfall: the %d slowest connections", len(conns)),
-		"Connections by time from accept to the first response byte (curl's time_starttransfer), or to the last "+
-			"setup step measured when none came back, slowest first, each from its own accept.",
-		conns, func(*conn) float64 { return 0 })
+		"Successful connections by time from accept to the first response byte (curl's time_starttransfer); "+
+			"for passthrough tunnels, where the proxy sees no HTTP, to the TLS handshake done. Slowest first, each from "+
+			"its own accept. Failures never rank here: they are in the failures table.",
+		conns, nil)
 }
 
 // waterfallCaption follows each waterfall's own caption.
 const waterfallCaption = " The grey line is the client connection's life. Past the break (≈) the axis is compressed, " +
-	"so that whole lives and closes fit. RST marks who reset, at the row's end: when is not recorded."
+	"so that whole lives and closes fit. RST marks who reset, at the row's end: when is not recorded; ✕ marks a failure and its class."
 
-// waterfallChart draws conns, each offset by offset(c) ms. The axis is
-// linear up to the latest first byte (or setup end) and, when lives run far
-// past it, broken there and compressed after.
-func waterfallChart(id, title, caption string, conns []conn, offset func(*conn) float64) chart {
+// waterfallChart draws conns, each from its own accept; label, if set,
+// adds to each row's label. The axis is linear up to the latest first byte
+// (or setup end) and, when lives run far past it, broken there and
+// compressed after.
+func waterfallChart(id, title, caption string, conns []conn, label func(*conn) string) chart {
 	const rowH, barH = 24.0, 12.0
+	const off = 0.0
 	focus, end := 0.0, 0.0
 	for i := range conns {
 		c := &conns[i]
-		off := offset(c)
-		focus = max(focus, off+c.keyMS)
-		end = max(end, off+c.endMS)
+		focus = max(focus, c.focusMS)
+		end = max(end, c.endMS)
 		for _, s := range c.spans {
-			end = max(end, off+s.to)
+			end = max(end, s.to)
 		}
 	}
 	ax := newAxis(focus, end)
@@ -245,10 +268,13 @@ func waterfallChart(id, title, caption string, conns []conn, offset func(*conn) 
 	y := axisTop + 6
 	for i := range conns {
 		cn := &conns[i]
-		off := offset(cn)
 		mid := y + rowH/2
+		text := cn.host + " · " + cn.kind
+		if label != nil {
+			text = label(cn) + " " + text
+		}
 		rw := row{
-			Label: shorten(cn.host + " · " + cn.kind),
+			Label: shorten(text),
 			Tip: fmt.Sprintf("%s %s (%s), accepted %s, open %s ms", cn.id, cn.host, cn.kind,
 				cn.start.UTC().Format(time.RFC3339Nano), strconv.FormatFloat(cn.endMS, 'f', 1, 64)),
 			Y:    mid + 4,
@@ -263,15 +289,25 @@ func waterfallChart(id, title, caption string, conns []conn, offset func(*conn) 
 					strconv.FormatFloat(s.from, 'f', 1, 64), strconv.FormatFloat(s.to, 'f', 1, 64)),
 			})
 		}
-		var text []string
+		var marks []string
 		if len(cn.resets) > 0 {
-			text = append(text, "RST")
+			marks = append(marks, "RST")
 		}
 		if cn.dropped > 0 {
-			text = append(text, fmt.Sprintf("+%d more", cn.dropped))
+			marks = append(marks, fmt.Sprintf("+%d more", cn.dropped))
 		}
-		if len(text) > 0 {
-			n := note{X: x(off+cn.endMS) + 3, Y: mid + 4, Class: "rst", Text: strings.Join(text, " "),
+		switch {
+		case cn.failed != "":
+			// Right after what was drawn, so that the row is never empty.
+			at := 0.0
+			for _, s := range cn.spans {
+				at = max(at, s.to)
+			}
+			rw.Notes = append(rw.Notes, note{X: x(off+at) + 3, Y: mid + 4, Class: "fail",
+				Text: strings.Join(append([]string{"✕ " + cn.failed}, marks...), " "),
+				Tip:  strings.Join(append([]string{cn.failDetail}, cn.resets...), "; ")})
+		case len(marks) > 0:
+			n := note{X: x(off+cn.endMS) + 3, Y: mid + 4, Class: "rst", Text: strings.Join(marks, " "),
 				Tip: strings.Join(cn.resets, "; ")}
 			if n.X > plotRight-40 {
 				// No room after the row's end: right-aligned above the bar.

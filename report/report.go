@@ -30,6 +30,7 @@
 package report
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,6 +42,7 @@ import (
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/scope"
 )
 
 // Errors returned by Build, Write and WriteHAR.
@@ -66,6 +68,11 @@ type Options struct {
 	Waterfall int
 	// Version is written as the HAR creator's version.
 	Version string
+	// Filter, if set, keeps only the events in its scope.
+	Filter *scope.Filter
+	// ProgressFrom is the input size (known, or read so far) from which
+	// progress is written: a small file needs none. 0 means 32 MB.
+	ProgressFrom int64
 }
 
 // Phase names, in the order they appear in Host.Phases.
@@ -103,6 +110,15 @@ type Report struct {
 	// Start and End span the connections: earliest start, latest end.
 	Start time.Time `json:"start"`
 	End   time.Time `json:"end"`
+	// Filter describes the scope the report was limited to, if any.
+	Filter string `json:"filter,omitempty"`
+	// Lost sums the gap records: events the proxy could not write.
+	Lost *Lost `json:"lost,omitempty"`
+	// Uncharted counts events of kinds the report does not chart (dns, udp).
+	Uncharted map[string]int `json:"uncharted,omitempty"`
+	// Failures are the connections that failed, per host and reason,
+	// most first.
+	Failures []Failure `json:"failures"`
 	// Hosts are sorted by connections, then requests, most first, then by
 	// name.
 	Hosts []Host `json:"hosts"`
@@ -110,6 +126,26 @@ type Report struct {
 	// earliest started, in start order, and the slowest (conn.keyMS),
 	// slowest first.
 	first, slowest []conn
+}
+
+// Lost is what the gap records of the input say was lost.
+type Lost struct {
+	Events int64     `json:"events"`
+	Gaps   int       `json:"gaps"`
+	From   time.Time `json:"from"`
+	To     time.Time `json:"to"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Failure counts the failed connections to one host for one reason (an
+// outcome class: dns, refused, timeout, tls_alert, verify, proxy_refused, ...).
+type Failure struct {
+	Host      string    `json:"host"`
+	Reason    string    `json:"reason"`
+	Count     int       `json:"count"`
+	FirstSeen time.Time `json:"first_seen"`
+	// Example is the first one's evidence.
+	Example string `json:"example"`
 }
 
 // Host is the breakdown for one target host:port.
@@ -121,7 +157,8 @@ type Host struct {
 	// connection that was already open.
 	Requests int `json:"requests"`
 	Reused   int `json:"reused"`
-	// Errors counts connections and requests that recorded an error.
+	// Errors counts the connections and requests that failed, each failure
+	// once even when its upstream and its request both record it.
 	Errors int     `json:"errors"`
 	Phases []Phase `json:"phases"`
 	Close  Close   `json:"close"`
@@ -175,6 +212,9 @@ func Build(r io.Reader, opts Options) (*Report, error) {
 	if st.firstMalformed != nil {
 		rep.FirstMalformed = st.firstMalformed.Error()
 	}
+	if opts.Filter != nil {
+		rep.Filter = opts.Filter.String()
+	}
 	return rep, nil
 }
 
@@ -189,22 +229,28 @@ type scanStats struct {
 // is written.
 const progressStep = 64 << 20
 
-// scan streams events from r to fn. Malformed lines are skipped and counted,
-// since a proxy killed mid-write leaves a torn last line; an input with no
-// event at all is an error. Read errors, over-long lines and fn's errors end
-// the scan.
+// scan streams events from r to fn, in order, decoded on every CPU with
+// the fields no report reads skipped. Lines that are not events (a torn
+// last line after a crash, a line over event.MaxLine) are skipped and
+// counted; an input with no event at all is an error. Read errors and fn's
+// errors end the scan.
 func scan(r io.Reader, opts Options, fn func(*event.Event) error) (scanStats, error) {
 	var st scanStats
-	rr := &readErr{r: r}
-	er := event.NewReader(rr)
-	p := progress{w: opts.Progress, size: opts.Size}
+	er := event.NewReaderOptions(r, event.ReadOptions{Lean: true, NoChain: true, Workers: event.Workers()})
+	defer er.Close()
+	consumed := er.BytesRead
+	if c, ok := r.(interface{ Consumed() int64 }); ok {
+		// Compressed input: progress in bytes on disk, as its size is.
+		consumed = c.Consumed
+	}
+	p := progress{w: opts.Progress, size: opts.Size, from: cmp.Or(opts.ProgressFrom, defaultProgressFrom)}
 	for {
 		ev, err := er.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			if rr.err != nil || errors.Is(err, event.ErrLineTooLong) {
+			if !event.IsLineError(err) {
 				return st, fmt.Errorf("report: after %d events: %w", st.events, err)
 			}
 			st.malformed++
@@ -213,44 +259,37 @@ func scan(r io.Reader, opts Options, fn func(*event.Event) error) (scanStats, er
 			}
 			continue
 		}
+		if opts.Filter != nil && !opts.Filter.Keep(ev) {
+			continue
+		}
 		st.events++
 		if err := fn(ev); err != nil {
 			return st, err
 		}
-		p.update(er.BytesRead(), st.events)
+		p.update(consumed(), st.events)
 	}
-	p.done(er.BytesRead(), st.events)
+	p.done(consumed(), st.events)
 	if st.events == 0 && st.malformed > 0 {
 		return st, fmt.Errorf("%w: %d malformed lines, the first: %w", ErrNoEvents, st.malformed, st.firstMalformed)
 	}
 	return st, nil
 }
 
-// readErr remembers a read error, which event.Reader reports like a
-// malformed line but which, unlike one, ends the input.
-type readErr struct {
-	r   io.Reader
-	err error
-}
-
-func (e *readErr) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if err != nil && err != io.EOF {
-		e.err = err
-	}
-	return n, err
-}
+// defaultProgressFrom is Options.ProgressFrom's default.
+const defaultProgressFrom = 32 << 20
 
 // progress writes "\r"-rewritten progress lines: when the percentage changes
 // if the size is known, else every progressStep bytes.
 type progress struct {
-	w    io.Writer
-	size int64
-	last int64 // last percentage, or last step, written
+	w       io.Writer
+	size    int64
+	from    int64
+	last    int64 // last percentage, or last step, written
+	written bool
 }
 
 func (p *progress) update(n int64, events int) {
-	if p.w == nil {
+	if p.w == nil || max(p.size, n) < p.from {
 		return
 	}
 	mark := n / progressStep
@@ -261,11 +300,12 @@ func (p *progress) update(n int64, events int) {
 		return
 	}
 	p.last = mark
+	p.written = true
 	p.write(n, events, "")
 }
 
 func (p *progress) done(n int64, events int) {
-	if p.w != nil {
+	if p.w != nil && (p.written || max(p.size, n) >= p.from) {
 		p.write(n, events, "\n")
 	}
 }
@@ -323,6 +363,20 @@ func requestHost(ev *event.Event, rq *event.HTTP) string {
 	}
 	if k, ok := urlHostKey(rq.URL); ok {
 		return k
+	}
+	return hostKey(ev.Target)
+}
+
+// connHost names a client connection's host as its host rows do: a plain
+// HTTP connection's target has no port, its upstream's and URLs' do.
+func connHost(ev *event.Event) string {
+	switch {
+	case ev.Kind != event.KindTunnel && len(ev.Upstreams) > 0 && ev.Upstreams[0].Target != "":
+		return hostKey(ev.Upstreams[0].Target)
+	case ev.Kind != event.KindTunnel && len(ev.HTTP) > 0:
+		return requestHost(ev, &ev.HTTP[0])
+	case ev.Target == "":
+		return "(no target)"
 	}
 	return hostKey(ev.Target)
 }

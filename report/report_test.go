@@ -14,6 +14,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/golden"
+	"github.com/inspectproxy/inspectproxy/outcome"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -188,7 +189,8 @@ func TestBuildInput(t *testing.T) {
 		{"garbage between", strings.NewReader(string(first) + "\nnot json\n" + string(first) + "\n"), 2, 1, nil, ""},
 		{"empty", strings.NewReader(""), 0, 0, nil, ""},
 		{"nothing but garbage", strings.NewReader("a\nb\n"), 0, 0, ErrNoEvents, ""},
-		{"line too long", io.MultiReader(bytes.NewReader(good), strings.NewReader(strings.Repeat("x", event.MaxLine+1))), 0, 0, event.ErrLineTooLong, ""},
+		// An over-long line is skipped and counted; reading goes on after it.
+		{"line too long", io.MultiReader(strings.NewReader(strings.Repeat("x", event.MaxLine+1)+"\n"), bytes.NewReader(good)), 11, 1, nil, ""},
 		{"read error", io.MultiReader(bytes.NewReader(first), iotest.ErrReader(errors.New("disk on fire"))), 0, 0, nil, "disk on fire"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -220,12 +222,13 @@ func TestProgress(t *testing.T) {
 		lines int // "\r" updates expected at least
 		last  string
 	}{
-		{"size known", int64(len(in)), 5, "\rreading events: 100% of 9.6 kB, 11 events\n"},
+		// Input is decoded in batches of 512 kB: this file is one.
+		{"size known", int64(len(in)), 1, "\rreading events: 100% of 9.6 kB, 11 events\n"},
 		{"size unknown", 0, 1, "\rreading events: 9.6 kB, 11 events\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			if _, err := Build(bytes.NewReader(in), Options{Progress: &out, Size: tc.size}); err != nil {
+			if _, err := Build(bytes.NewReader(in), Options{Progress: &out, Size: tc.size, ProgressFrom: 1}); err != nil {
 				t.Fatal(err)
 			}
 			s := out.String()
@@ -233,6 +236,22 @@ func TestProgress(t *testing.T) {
 				t.Errorf("progress output %q: want >= %d updates ending in %q", s, tc.lines, tc.last)
 			}
 		})
+	}
+}
+
+// TestNoProgressForSmallFiles: a 9.6 kB file is read before anyone could
+// read a progress line.
+func TestNoProgressForSmallFiles(t *testing.T) {
+	in, err := os.ReadFile(goldenEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := Build(bytes.NewReader(in), Options{Progress: &out, Size: int64(len(in))}); err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("progress for a small file: %q", out.String())
 	}
 }
 
@@ -264,8 +283,8 @@ func TestWaterfallSelection(t *testing.T) {
 	// The slowest kept must be at least as slow as every other connection.
 	floor := rep.slowest[keep-1].keyMS
 	for i := range n {
-		if c := layout(genEvent(i)); c.keyMS > floor && !kept(rep.slowest, c.id) {
-			t.Errorf("%s (%.1f ms) is slower than the slowest kept floor %.1f ms but was dropped", c.id, c.keyMS, floor)
+		if ev := genEvent(i); layout(ev, outcome.Of(ev)).keyMS > floor && !kept(rep.slowest, ev.ID) {
+			t.Errorf("%s is slower than the slowest kept floor %.1f ms but was dropped", ev.ID, floor)
 		}
 	}
 	for i := 1; i < keep; i++ {

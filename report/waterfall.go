@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/outcome"
 	"github.com/inspectproxy/inspectproxy/timing"
 )
 
@@ -30,13 +31,19 @@ type conn struct {
 	id, host, kind string
 	start          time.Time
 	endMS          float64 // the client connection's life
-	// keyMS orders the slowest: time to the first response byte (curl's
-	// time_starttransfer), else to the end of the last setup step measured,
-	// else the connection's life (a failure with nothing measured).
-	keyMS   float64
-	spans   []span
-	resets  []string // who reset, drawn at the row's end: the time is not recorded
-	dropped int      // spans past maxSpans, left out
+	// keyMS orders the slowest: http and mitm, time to the first response
+	// byte (curl's time_starttransfer); tunnels, where the proxy sees no
+	// HTTP, time to the TLS handshake done (else to the TCP connect). -1
+	// when not measured, as for every failure: failures never rank.
+	keyMS float64
+	// focusMS is where the row's setup ends, for the axis: the first
+	// response byte or the last setup step measured.
+	focusMS float64
+	// failed is the failure class, "" for a success; failDetail its evidence.
+	failed, failDetail string
+	spans              []span
+	resets             []string // who reset, drawn at the row's end: the time is not recorded
+	dropped            int      // spans past maxSpans, left out
 }
 
 type span struct {
@@ -54,17 +61,20 @@ func (c *conn) span(phase string, from, to float64, note string) {
 }
 
 // layout turns an event into a waterfall row.
-func layout(ev *event.Event) conn {
+func layout(ev *event.Event, oc outcome.Outcome) conn {
 	c := conn{
-		id:    ev.ID,
-		host:  hostKey(ev.Target),
-		kind:  ev.Kind,
-		start: ev.Start,
-		endMS: timing.MS(ev.End.Sub(ev.Start)),
+		id:         ev.ID,
+		host:       connHost(ev),
+		kind:       ev.Kind,
+		start:      ev.Start,
+		endMS:      timing.MS(ev.End.Sub(ev.Start)),
+		failed:     oc.Reason,
+		failDetail: oc.Detail,
+		keyMS:      -1,
 	}
 	firstByte, setupEnd := -1.0, -1.0
 	if ev.Kind == event.KindTunnel {
-		if ready, ok := c.upstream(ev.TCP, ev.TLS, ""); ok {
+		if ready, ok := c.upstream(ev.TCP, ev.TLS, "", 0); ok {
 			setupEnd = ready
 		}
 		if v, ok := tunnelTTFB(ev.TLS); ok {
@@ -76,7 +86,7 @@ func layout(ev *event.Event) conn {
 		for i := range ev.Upstreams {
 			up := &ev.Upstreams[i]
 			ready[i] = -1
-			if r, ok := c.upstream(&up.TCP, up.TLS, fmt.Sprintf("upstream %d %s: ", up.ID, up.Target)); ok {
+			if r, ok := c.upstream(&up.TCP, up.TLS, fmt.Sprintf("upstream %d %s: ", up.ID, up.Target), dialFrom(ev, up.ID)); ok {
 				ready[i] = r
 				setupEnd = max(setupEnd, r)
 			}
@@ -88,27 +98,52 @@ func layout(ev *event.Event) conn {
 			}
 		}
 	}
+	c.focusMS = max(firstByte, setupEnd)
+	if c.focusMS < 0 {
+		c.focusMS = 0
+		for _, s := range c.spans {
+			c.focusMS = max(c.focusMS, s.to)
+		}
+	}
 	switch {
-	case firstByte >= 0:
-		c.keyMS = firstByte
-	case setupEnd >= 0:
+	case oc.Failed():
+	case ev.Kind == event.KindTunnel:
 		c.keyMS = setupEnd
 	default:
-		c.keyMS = c.endMS
+		c.keyMS = firstByte
 	}
 	return c
 }
 
+// dialFrom is when the dial of upstream id began, as far as the event
+// tells: the first connect attempt, else the first request that used it.
+func dialFrom(ev *event.Event, id int) float64 {
+	for _, rq := range ev.HTTP {
+		if rq.UpstreamID == id || rq.UpstreamID == 0 {
+			return rq.StartMS + orZero(rq.BlockedMS)
+		}
+	}
+	return 0
+}
+
 // upstream draws one upstream connection's setup and close and returns when
 // it was ready for data: TCP connected, or TLS done if there was TLS.
-func (c *conn) upstream(tcp *event.TCP, tls *event.TLS, prefix string) (ready float64, ok bool) {
-	if tcp != nil && tcp.ConnectMS != nil {
+func (c *conn) upstream(tcp *event.TCP, tls *event.TLS, prefix string, dialAt float64) (ready float64, ok bool) {
+	switch {
+	case tcp != nil && tcp.ConnectMS != nil:
 		from := tcp.ConnectAt - *tcp.ConnectMS
 		if tcp.DNSMS != nil {
 			c.span(PhaseDNS, from-*tcp.DNSMS, from, prefix+"DNS")
 		}
 		c.span(PhaseConnect, from, tcp.ConnectAt, prefix+"TCP connect "+tcp.RemoteAddr)
 		ready, ok = tcp.ConnectAt, true
+	case tcp != nil && tcp.DNSMS != nil:
+		// No connection: the lookup still took its time, from the dial on.
+		from := dialAt
+		if len(tcp.Attempts) > 0 {
+			from = tcp.Attempts[0].StartMS - *tcp.DNSMS
+		}
+		c.span(PhaseDNS, max(from, 0), max(from, 0)+*tcp.DNSMS, prefix+"DNS (no connection followed)")
 	}
 	if tls != nil && tls.HandshakeMS != nil && tls.HandshakeDone != nil {
 		c.span(PhaseTLS, *tls.HandshakeDone-*tls.HandshakeMS, *tls.HandshakeDone, prefix+"TLS handshake "+tls.Version)
@@ -184,10 +219,12 @@ func newWaterfall(n int) *waterfall {
 	}
 }
 
-func (w *waterfall) add(ev *event.Event) {
-	c := layout(ev)
+func (w *waterfall) add(ev *event.Event, oc outcome.Outcome) {
+	c := layout(ev, oc)
 	w.first.offer(c)
-	w.slowest.offer(c)
+	if c.keyMS >= 0 {
+		w.slowest.offer(c)
+	}
 }
 
 // rows returns the first connections in start order and the slowest,

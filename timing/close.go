@@ -2,21 +2,72 @@ package timing
 
 import (
 	"errors"
-	"net"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 )
 
-// Close records how a two-sided connection ended: FIN times per side, the
-// side that reset, and the proxy timeout that cut it, if any. It is safe
-// for concurrent use by the two copy directions.
+// Close records how a two-sided connection ended: FIN times per side, who
+// reset and why, the proxy timeout that cut it, and the history of what
+// happened in order (Zeek conn.log letters). It is safe for concurrent use
+// by the two copy directions and the timers.
 type Close struct {
-	mu      sync.Mutex
-	fin     map[string]time.Duration
-	first   string
-	rst     string
-	timeout string
+	mu       sync.Mutex
+	fin      map[string]time.Duration
+	first    string
+	rst      string
+	rstCause string
+	rstAt    time.Duration
+	timeout  string
+	history  []byte
+}
+
+// History letters, after Zeek's conn.log: uppercase for the originator
+// (the client of a tunnel, or the proxy on an upstream it dialled),
+// lowercase for the responder (the server).
+const (
+	HistAccept = 'S' // the originator's connection was accepted (its handshake done)
+	HistSynAck = 'h' // the server accepted the connection (SYN-ACK)
+	HistData   = 'D' // first data (upper: originator, lower: server)
+	HistFIN    = 'F' // FIN
+	HistRST    = 'R' // RST
+	// HistProxyCut is the proxy itself resetting both sides (a timeout,
+	// a limit, shutdown): not a letter of Zeek's, which sees two hosts.
+	HistProxyCut = '!'
+)
+
+// Sides, as in the event schema.
+const (
+	sideClient = "client"
+	sideServer = "server"
+	sideProxy  = "proxy"
+)
+
+// Mark adds a history letter for side: the originator's in upper case,
+// the server's in lower case. Like Zeek, each letter is kept once.
+func (c *Close) Mark(side string, letter byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mark(side, letter)
+}
+
+// letterFor is letter as side writes it.
+func letterFor(side string, letter byte) byte {
+	switch side {
+	case sideServer:
+		return letter | 0x20 // lower case
+	case sideProxy:
+		return HistProxyCut
+	}
+	return letter &^ 0x20
+}
+
+func (c *Close) mark(side string, letter byte) {
+	letter = letterFor(side, letter)
+	if !slices.Contains(c.history, letter) {
+		c.history = append(c.history, letter)
+	}
 }
 
 // FIN records that side half-closed at at. Only the first FIN per side counts.
@@ -30,18 +81,50 @@ func (c *Close) FIN(side string, at time.Duration) {
 		return
 	}
 	c.fin[side] = at
-	if c.first == "" {
+	switch {
+	case c.first == "":
 		c.first = side
+	case at < c.fin[c.first]:
+		// The two directions race to record their FIN; the earlier time
+		// is the first FIN, and its letter goes before the other's.
+		other := c.first
+		c.first = side
+		c.mark(side, HistFIN)
+		c.history = moveBefore(c.history, letterFor(side, HistFIN), letterFor(other, HistFIN))
+		return
 	}
+	c.mark(side, HistFIN)
 }
 
-// RST records that side reset the connection; the first reset wins.
-func (c *Close) RST(side string) {
+// moveBefore moves letter a just before letter b in h (both present).
+func moveBefore(h []byte, a, b byte) []byte {
+	i, j := slices.Index(h, a), slices.Index(h, b)
+	if i < 0 || j < 0 || i < j {
+		return h
+	}
+	h = slices.Delete(h, i, i+1)
+	return slices.Insert(h, j, a)
+}
+
+// HasFIN reports whether side's FIN was recorded.
+func (c *Close) HasFIN(side string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.rst == "" {
-		c.rst = side
+	_, ok := c.fin[side]
+	return ok
+}
+
+// RST records that side reset the connection at at, and why if known;
+// the first reset wins. It reports whether this was the first.
+func (c *Close) RST(side, cause string, at time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rst != "" {
+		return false
 	}
+	c.rst, c.rstCause, c.rstAt = side, cause, at
+	c.mark(side, HistRST)
+	return true
 }
 
 // Timeout records which proxy timeout ended the connection.
@@ -58,15 +141,19 @@ type Snapshot struct {
 	FirstFIN  string
 	FIN       map[string]time.Duration
 	RST       string
+	RSTCause  string
+	RSTAt     time.Duration // when the reset was seen; valid when RST is set
 	Timeout   string
 	HalfClose time.Duration // -1 unless both sides sent FIN
+	History   string
 }
 
 // Snapshot returns what was recorded.
 func (c *Close) Snapshot() Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := Snapshot{FirstFIN: c.first, RST: c.rst, Timeout: c.timeout, HalfClose: -1, FIN: make(map[string]time.Duration, len(c.fin))}
+	s := Snapshot{FirstFIN: c.first, RST: c.rst, RSTCause: c.rstCause, RSTAt: c.rstAt, Timeout: c.timeout, HalfClose: -1,
+		FIN: make(map[string]time.Duration, len(c.fin)), History: string(c.history)}
 	for k, v := range c.fin {
 		s.FIN[k] = v
 	}
@@ -84,11 +171,4 @@ func (c *Close) Snapshot() Snapshot {
 // connection.
 func IsReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED)
-}
-
-// Abort closes c so that the peer sees a reset rather than a FIN: how a
-// proxy passes on a reset it received from the other side.
-func Abort(c *net.TCPConn) error {
-	_ = c.SetLinger(0)
-	return c.Close()
 }

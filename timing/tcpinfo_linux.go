@@ -17,6 +17,17 @@ type SockInfo struct {
 	PeerFIN bool
 	// SinceRecv is the time since data last arrived from the peer.
 	SinceRecv time.Duration
+	// Unacked counts segments sent and not acknowledged yet (a FIN too).
+	Unacked uint32
+	// RTT is the kernel's smoothed round-trip time.
+	RTT time.Duration
+	// BytesSent counts data bytes sent on the socket (retransmissions
+	// included), NotSent those written but not sent yet.
+	BytesSent uint64
+	NotSent   uint32
+	// Retransmits counts segments retransmitted over the connection's
+	// life, the SYN included.
+	Retransmits uint32
 }
 
 // Info reads TCP_INFO for c. ok is false where the kernel does not say.
@@ -31,8 +42,34 @@ func Info(c *net.TCPConn) (info SockInfo, ok bool) {
 		return info, false
 	}
 	return SockInfo{
-		Closed:    ti.State == unix.BPF_TCP_CLOSE,
-		PeerFIN:   ti.State == unix.BPF_TCP_CLOSE_WAIT || ti.State == unix.BPF_TCP_LAST_ACK || ti.State == unix.BPF_TCP_CLOSING || ti.State == unix.BPF_TCP_TIME_WAIT,
-		SinceRecv: time.Duration(ti.Last_data_recv) * time.Millisecond,
+		Closed:      ti.State == unix.BPF_TCP_CLOSE,
+		PeerFIN:     ti.State == unix.BPF_TCP_CLOSE_WAIT || ti.State == unix.BPF_TCP_LAST_ACK || ti.State == unix.BPF_TCP_CLOSING || ti.State == unix.BPF_TCP_TIME_WAIT,
+		SinceRecv:   time.Duration(ti.Last_data_recv) * time.Millisecond,
+		Unacked:     ti.Unacked,
+		RTT:         time.Duration(ti.Rtt) * time.Microsecond,
+		BytesSent:   ti.Bytes_sent,
+		NotSent:     ti.Notsent_bytes,
+		Retransmits: ti.Total_retrans,
 	}, true
+}
+
+// SocketError returns the error pending on c (SO_ERROR), such as the
+// ECONNRESET of a reset nobody has read yet, and clears it.
+func SocketError(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var soerr int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { soerr, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); err != nil {
+		return err
+	}
+	if gerr != nil {
+		return gerr
+	}
+	if soerr != 0 {
+		return unix.Errno(soerr)
+	}
+	return nil
 }

@@ -3,30 +3,24 @@ package timing
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 )
 
 func listen(t *testing.T) (string, net.Listener) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	ln := serve(t, "127.0.0.1:0")
 	return ln.Addr().String(), ln
+}
+
+// serve accepts on addr and holds connections until the test ends.
+func serve(t *testing.T, addr string) net.Listener {
+	return testnet.Listen(t, addr, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 }
 
 func TestDial(t *testing.T) {
@@ -73,17 +67,33 @@ func TestDial(t *testing.T) {
 	}
 }
 
+// TestFINRace: the direction that records its FIN first may hold the later
+// time (two goroutines); the first FIN is the earlier one, in history too.
+func TestFINRace(t *testing.T) {
+	var c Close
+	c.Mark("client", HistData)
+	c.FIN("server", 12*time.Millisecond)
+	c.FIN("client", 11*time.Millisecond)
+	if s := c.Snapshot(); s.FirstFIN != "client" || s.History != "DFf" || s.HalfClose != time.Millisecond {
+		t.Errorf("snapshot %+v", s)
+	}
+}
+
 func TestCloseSnapshot(t *testing.T) {
 	var c Close
 	c.FIN("server", 10*time.Millisecond)
 	c.FIN("client", 25*time.Millisecond)
 	c.FIN("server", 40*time.Millisecond) // only the first FIN per side counts
-	c.RST("client")
-	c.RST("server")
+	c.RST("client", "abort", 30*time.Millisecond)
+	c.RST("server", "data_after_close", 31*time.Millisecond)
 	c.Timeout("idle")
 	s := c.Snapshot()
-	if s.FirstFIN != "server" || s.HalfClose != 15*time.Millisecond || s.RST != "client" || s.Timeout != "idle" {
+	if s.FirstFIN != "server" || s.HalfClose != 15*time.Millisecond || s.RST != "client" || s.RSTCause != "abort" || s.Timeout != "idle" {
 		t.Errorf("snapshot %+v", s)
+	}
+	// Zeek's letters, once each, in order: server FIN, client FIN, client RST.
+	if s.History != "fFR" {
+		t.Errorf("history %q, want fFR", s.History)
 	}
 	var open Close
 	if s := open.Snapshot(); s.HalfClose != -1 || s.FirstFIN != "" {
@@ -91,7 +101,7 @@ func TestCloseSnapshot(t *testing.T) {
 	}
 }
 
-func TestInfoAndAbort(t *testing.T) {
+func TestInfoAndReset(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +125,8 @@ func TestInfoAndAbort(t *testing.T) {
 	if info, ok := Info(srv); !ok || info.Closed || info.SinceRecv > time.Second {
 		t.Errorf("open socket info %+v ok=%v", info, ok)
 	}
-	if err := Abort(srv); err != nil {
+	_ = srv.SetLinger(0)
+	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))

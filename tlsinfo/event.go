@@ -40,6 +40,28 @@ func (info *Info) Event() *event.TLS {
 	if info.Err != nil {
 		t.ParseError = info.Err.Error()
 	}
+	if r := info.Retry; r != nil {
+		t.HelloRetry = &event.HelloRetry{
+			Group:               GroupName(r.Group),
+			GroupCode:           r.Group,
+			Cookie:              r.Cookie,
+			AtMS:                timing.MSPtr(r.At),
+			SecondClientHelloMS: timing.MSPtr(r.SecondClientHelloAt),
+			KeyShares:           names(r.KeyShares, GroupName),
+			Changed:             r.Changed,
+		}
+	}
+	if f := info.Failure; f != nil {
+		t.Failure = &event.HandshakeFailure{By: f.By, How: f.How, Alert: f.Alert, AlertCode: alertCode(f.AlertCode), Phase: f.Phase, AtMS: timing.MSPtr(f.At)}
+	}
+	if r := info.Rejection; r != nil {
+		cr := &event.ClientRejected{Signal: r.Signal, Alert: r.Alert, AlertCode: alertCode(r.AlertCode)}
+		if r.FlightAt >= 0 {
+			cr.AfterMS = timing.MSPtr(r.At - r.FlightAt)
+		}
+		cr.Likely = likely(cr.AlertCode, nil, "")
+		t.ClientRejected = cr
+	}
 	if sh := info.ServerHello; sh != nil {
 		setNegotiated(t, info.Version, info.CipherSuite)
 		t.ALPN = sh.ALPN
@@ -85,20 +107,47 @@ func setNegotiated(t *event.TLS, version, cipher uint16) {
 }
 
 // SetVerdict records a chain's verification result (from Verify): whether
-// it verified, why not, and the stable kind of the failure.
+// it verified, why not, the stable kind of the failure, and with it what a
+// client rejection most likely means.
 func SetVerdict(t *event.TLS, err error) {
 	t.Verified = ptr(err == nil)
 	t.VerifyError, t.VerifyErrorKind = "", ""
-	if err == nil {
-		return
+	if err != nil {
+		t.VerifyError = err.Error()
+		var ve *VerifyError
+		if errors.As(err, &ve) {
+			t.VerifyErrorKind = ve.Kind
+		} else {
+			t.VerifyErrorKind = "other"
+		}
 	}
-	t.VerifyError = err.Error()
-	var ve *VerifyError
-	if errors.As(err, &ve) {
-		t.VerifyErrorKind = ve.Kind
-	} else {
-		t.VerifyErrorKind = "other"
+	if cr := t.ClientRejected; cr != nil {
+		cr.Likely = likely(cr.AlertCode, t.Verified, t.VerifyErrorKind)
 	}
+}
+
+// likely reads a rejection: the proxy's own verdict on the chain first
+// (a chain it trusts that the client refused points at pinning), the
+// client's alert when there is no verdict.
+func likely(alert *int, verified *bool, kind string) string {
+	switch {
+	case verified != nil && *verified:
+		return LikelyPinning
+	case kind == "unknown_authority" || kind == "self_signed":
+		return LikelyUntrustedCA
+	case verified != nil:
+		return LikelyInvalidCertificate
+	case alert != nil && *alert == alertUnknownCA:
+		return LikelyUntrustedCA
+	}
+	return LikelyUnknown
+}
+
+func alertCode(code int) *int {
+	if code < 0 {
+		return nil
+	}
+	return &code
 }
 
 func joinAlerts(client, server string) string {

@@ -57,11 +57,24 @@ func FuzzTracker(f *testing.F) {
 				t.Fatalf("Feed wants more after stopping: %s", summary(info))
 			}
 		}
-		tr.EOF(ClientToServer, 0)
+		// End as a relay would: by FIN, reset or the proxy's cut.
+		switch chunk % 3 {
+		case 0:
+			tr.EOF(ClientToServer, 0)
+		case 1:
+			tr.Reset(ClientToServer, 0)
+		default:
+			tr.Cut(0)
+			tr.Reset(ClientToServer, 0)
+		}
 		tr.EOF(ServerToClient, 0)
 		if tr.Feed(ClientToServer, []byte{0x16}, 0) || tr.Feed(ServerToClient, []byte{0x16}, 0) {
 			t.Fatal("Feed wants more after EOF")
 		}
-		_ = summary(tr.Info())
+		info := tr.Info()
+		_ = summary(info)
+		if ev := info.Event(); ev != nil && ev.Failure != nil && ev.Failure.Phase == "" {
+			t.Fatalf("handshake_failure without a phase: %+v", *ev.Failure)
+		}
 	})
 }

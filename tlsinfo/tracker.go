@@ -1,6 +1,7 @@
 package tlsinfo
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -56,6 +57,12 @@ type Info struct {
 	// it is replaced by the real one.
 	ServerHello *event.ServerHello
 	HelloRetry  bool
+	// Retry describes the HelloRetryRequest; nil without one.
+	Retry *Retry
+	// Failure says how a handshake that started ended before it was done.
+	Failure *Failure
+	// Rejection is set when the client refused the server's certificate.
+	Rejection *Rejection
 	// Version and CipherSuite are the negotiated values (0 until known).
 	Version     uint16
 	CipherSuite uint16
@@ -113,7 +120,15 @@ type Tracker struct {
 	finalHello      bool // a ServerHello that is not a HelloRetryRequest was seen
 	earlyData       bool // the client offered 0-RTT
 	serverHelloDone bool // the server sent ServerHelloDone (a full TLS <= 1.2 handshake)
+	certificate     bool // the server sent a (TLS <= 1.2) Certificate message
 	done            bool
+
+	phase          string        // the last handshake step seen (Phase*)
+	serverRecordAt time.Duration // the server's last record ended; -1 before
+	// firstHello is a copy of the first ClientHello, kept until the server
+	// answers with a ServerHello or a HelloRetryRequest has been answered,
+	// to tell what a second ClientHello changed.
+	firstHello []byte
 }
 
 // dirState is one direction's parsing state.
@@ -136,6 +151,10 @@ type dirState struct {
 	ccs        bool          // TLS <= 1.2: ChangeCipherSpec seen, handshake records are encrypted
 	finishedAt time.Duration // this side's Finished record ended; -1 before
 	eof        bool
+	// warning is this side's first warning alert during the handshake:
+	// the cause if the side then hangs up.
+	warning     string
+	warningCode int
 }
 
 // NewTracker returns a Tracker that holds at most maxBuffer bytes per
@@ -150,7 +169,7 @@ func NewTracker(maxBuffer int) *Tracker {
 		HandshakeDoneAt: -1,
 		AppDataUpAt:     -1,
 		AppDataDownAt:   -1,
-	}}
+	}, serverRecordAt: -1}
 	for i := range t.dirs {
 		t.dirs[i] = dirState{
 			t:          t,
@@ -191,10 +210,28 @@ func (t *Tracker) Feed(dir Direction, p []byte, at time.Duration) (more bool) {
 	return !t.finished[dir].Load()
 }
 
-// EOF records that a direction ended (FIN or RST). A record or handshake
-// message left incomplete becomes an ErrTruncated error. The time is not
-// kept: close times are the TCP layer's to report.
-func (t *Tracker) EOF(dir Direction, _ time.Duration) {
+// EOF records that a direction ended with a FIN (the read returned
+// io.EOF), at the time the relay saw it. A record or handshake message left
+// incomplete becomes an ErrTruncated error; during the handshake the close
+// is its Failure (and, from the client after the server's flight, a
+// Rejection).
+func (t *Tracker) EOF(dir Direction, at time.Duration) { t.end(dir, HowClose, at) }
+
+// Reset is EOF for a direction that ended with a reset (the read or write
+// failed with ECONNRESET or EPIPE): the Failure then says rst.
+func (t *Tracker) Reset(dir Direction, at time.Duration) { t.end(dir, HowRST, at) }
+
+// Cut records that the proxy ended the connection itself (a limit or
+// shutdown): a handshake in progress failed by the proxy, with a timeout.
+func (t *Tracker) Cut(at time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.handshaking() {
+		t.failed(event.SideProxy, HowTimeout, "", -1, at)
+	}
+}
+
+func (t *Tracker) end(dir Direction, how string, at time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	d := &t.dirs[dir]
@@ -202,6 +239,7 @@ func (t *Tracker) EOF(dir Direction, _ time.Duration) {
 		return
 	}
 	d.eof = true
+	t.ended(d, how, at)
 	if !t.finished[dir].Load() && !t.stopped() {
 		switch {
 		case dir == ClientToServer && d.rr.off == 0 && t.dirs[ServerToClient].rr.off == 0:
@@ -216,11 +254,28 @@ func (t *Tracker) EOF(dir Direction, _ time.Duration) {
 	t.finished[dir].Store(true)
 }
 
+// Stop ends inspection of both directions: the caller stopped waiting (a
+// client that sent nothing within the hello timeout).
+func (t *Tracker) Stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopAll()
+}
+
+// Done reports whether dir needs no more bytes.
+func (t *Tracker) Done(dir Direction) bool { return t.finished[dir].Load() }
+
 // Info returns a snapshot of what has been seen so far.
 func (t *Tracker) Info() Info {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.info
+	info := t.info
+	if r := info.Retry; r != nil {
+		// The second ClientHello may still fill it in.
+		c := *r
+		info.Retry = &c
+	}
+	return info
 }
 
 func (t *Tracker) stopped() bool { return t.info.NotTLS != "" || t.info.Err != nil }
@@ -281,7 +336,7 @@ func describeNotTLS(b []byte, why string) string {
 	case len(b) >= 5 && b[0]&0x80 != 0 && b[2] == 1:
 		// SSLv2 record: 2-byte length with the high bit set, then
 		// msg_type 1 (client-hello) and the version the client wants.
-		return fmt.Sprintf("first bytes % x are an SSLv2 event.ClientHello (version 0x%02x%02x), not a TLS record",
+		return fmt.Sprintf("first bytes % x are an SSLv2 ClientHello (version 0x%02x%02x), not a TLS record",
 			b[:5], b[3], b[4])
 	case looksLikeHTTP(b):
 		return fmt.Sprintf("first bytes %q look like HTTP, not a TLS record", text)
@@ -341,7 +396,7 @@ func (d *dirState) recordStart(h recordHeader) error {
 		// alert record is plaintext unless TLS <= 1.2 encryption is on.
 		d.parse = !d.ccs
 		if d.ccs {
-			t.noteAlert(d.dir, "encrypted alert")
+			t.encryptedAlert(d)
 		}
 	case recordChangeCipherSpec:
 		return t.changeCipherSpec(d, h)
@@ -366,7 +421,7 @@ func (d *dirState) recordBody(frag []byte, last bool) error {
 				d.nalert++
 				if d.nalert == 2 {
 					d.nalert = 0
-					t.noteAlert(d.dir, formatAlert(d.alert[0], d.alert[1]))
+					t.plainAlert(d, d.alert[0], d.alert[1])
 				}
 			}
 		}
@@ -374,10 +429,16 @@ func (d *dirState) recordBody(frag []byte, last bool) error {
 	if !last {
 		return nil
 	}
+	if d.dir == ServerToClient && !t.done {
+		t.serverRecordAt = d.at
+	}
 	switch d.rec.typ {
 	case recordHandshake:
 		if d.ccs && d.finishedAt < 0 {
 			d.finishedAt = d.at
+			if d.dir == ClientToServer {
+				t.phase = PhaseClientFinished
+			}
 			t.checkDone()
 		}
 	case recordApplicationData:
@@ -411,6 +472,7 @@ func (t *Tracker) changeCipherSpec(d *dirState, h recordHeader) error {
 		// finishing an abbreviated (resumed) handshake.
 		if d.dir == ServerToClient && !t.serverHelloDone {
 			t.info.Resumed = true
+			t.phase = PhaseServerFlight
 		}
 	}
 	return nil
@@ -418,6 +480,9 @@ func (t *Tracker) changeCipherSpec(d *dirState, h recordHeader) error {
 
 // applicationDataStart times the first application data of each side.
 func (t *Tracker) applicationDataStart(d *dirState) {
+	if d.dir == ServerToClient && t.tls13 && t.finalHello && !t.done && t.phase == PhaseServerHello {
+		t.phase = PhaseServerFlight
+	}
 	switch {
 	case d.dir == ClientToServer && d.finishedAt >= 0 && t.info.AppDataUpAt < 0:
 		t.info.AppDataUpAt = d.at
@@ -437,7 +502,7 @@ func (t *Tracker) applicationDataEnd(d *dirState) {
 		return
 	}
 	if d.rec.length < minTLS13FinishedRecord && !t.earlyData {
-		t.noteAlert(d.dir, "encrypted alert")
+		t.encryptedAlert(d)
 		return
 	}
 	d.finishedAt = d.at
@@ -520,10 +585,13 @@ func (t *Tracker) clientMessage(d *dirState, typ uint8, msg []byte) error {
 		if !t.info.HelloRetry || d.messages > 2 {
 			return fmt.Errorf("%w: second client_hello without a hello_retry_request", ErrUnexpectedMessage)
 		}
-		return nil
+		t.phase = PhaseClientHello
+		return t.secondHello(msg, d.at)
 	}
 	t.info.ClientHello = ch
 	t.info.ClientHelloAt = d.at
+	t.phase = PhaseClientHello
+	t.firstHello = bytes.Clone(msg)
 	t.info.JA3, t.info.JA3Hash = JA3(&ch.Raw)
 	t.info.JA4 = JA4(&ch.Raw)
 	t.earlyData = slices.Contains(ch.Raw.Extensions, extEarlyData)
@@ -535,11 +603,15 @@ func (t *Tracker) serverMessage(d *dirState, typ uint8, msg []byte) error {
 		return fmt.Errorf("%w: server's first handshake message is %s, want server_hello",
 			ErrUnexpectedMessage, handshakeTypeName(typ))
 	}
+	if typ != typeServerHello {
+		t.phase = PhaseServerFlight
+	}
 	var err error
 	switch typ {
 	case typeServerHello:
 		err = t.serverHello(d, msg)
 	case typeCertificate:
+		t.certificate = true
 		t.info.Certificates, t.info.CertificateErr, err = parseCertificate(msg)
 	case typeServerKeyExchange:
 		t.info.ServerKeyExchangeGroup, err = parseServerKeyExchange(msg, t.info.CipherSuite)
@@ -570,7 +642,14 @@ func (t *Tracker) serverHello(d *dirState, msg []byte) error {
 	t.info.JA3S, t.info.JA3SHash = JA3S(&sh.Raw)
 	t.tls13 = sh.Raw.Version == VersionTLS13
 	t.finalHello = !sh.HelloRetryRequest
-	if t.tls13 && t.finalHello {
+	if sh.HelloRetryRequest {
+		t.phase = PhaseHelloRetryRequest
+		t.helloRetry(sh, d.at)
+		return nil
+	}
+	t.phase = PhaseServerHello
+	t.firstHello = nil
+	if t.tls13 {
 		t.info.Resumed = sh.Raw.PreSharedKey
 	}
 	return nil

@@ -181,7 +181,7 @@ func scenarios() []scenario {
 				}
 				for _, g := range info.ClientHello.KeyShares {
 					if g == "secp256r1" {
-						t.Errorf("first event.ClientHello already offered secp256r1: %v", info.ClientHello.KeyShares)
+						t.Errorf("first ClientHello already offered secp256r1: %v", info.ClientHello.KeyShares)
 					}
 				}
 			},
@@ -232,7 +232,7 @@ func scenarios() []scenario {
 			fails: true,
 			check: func(t *testing.T, p *pki, info Info) {
 				if info.ServerAlert != "fatal protocol_version (70)" || info.ServerHello != nil {
-					t.Errorf("ServerAlert = %q, event.ServerHello = %v", info.ServerAlert, info.ServerHello)
+					t.Errorf("ServerAlert = %q, ServerHello = %v", info.ServerAlert, info.ServerHello)
 				}
 			},
 		},
@@ -381,7 +381,7 @@ func TestTrackerRealHandshakes(t *testing.T) {
 				t.Fatalf("Err = %v, NotTLS = %q", info.Err, info.NotTLS)
 			}
 			if info.ClientHello == nil || info.JA3Hash == "" || !strings.HasPrefix(info.JA4, "t1") {
-				t.Fatalf("no event.ClientHello fingerprints: %s", summary(info))
+				t.Fatalf("no ClientHello fingerprints: %s", summary(info))
 			}
 			tls13 := info.Version == tls.VersionTLS13
 			ch, sh, done, up, down := expectedTimes(f, tls13)
@@ -547,7 +547,7 @@ func TestTrackerNotTLS(t *testing.T) {
 		{"HTTP", []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"), `first bytes "GET / HTTP/1.1" look like HTTP, not a TLS record`},
 		{"HTTP2 preface", []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), `first bytes "PRI * HTTP/2.0" look like HTTP`},
 		{"SSH", []byte("SSH-2.0-OpenSSH_9.6\r\n"), `first bytes "SSH-2.0-OpenSSH_9.6" look like SSH`},
-		{"SSLv2 ClientHello", sslv2, "first bytes 80 2e 01 03 01 are an SSLv2 event.ClientHello (version 0x0301), not a TLS record"},
+		{"SSLv2 ClientHello", sslv2, "first bytes 80 2e 01 03 01 are an SSLv2 ClientHello (version 0x0301), not a TLS record"},
 		{"text", []byte("hello\n"), `first bytes "hello" are text, not a TLS record`},
 		{"application data first", []byte{0x17, 0x03, 0x03, 0x00, 0x10}, "first bytes 17 03 03 00 10 are not a TLS record (content type 0x17)"},
 		{"bad version", []byte{0x16, 0x00, 0x01, 0x00, 0x10}, "first bytes 16 00 01 00 10 are not a TLS record: version major byte 0x00, want 0x03"},

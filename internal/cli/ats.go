@@ -1,8 +1,8 @@
 package cli
 
 import (
+	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,40 +28,81 @@ func atsChecker(c config.ATS) (ats.Checker, error) {
 	return ch, nil
 }
 
-func newATS(stdout io.Writer) *cobra.Command {
+func newATS(stdin io.Reader, stdout io.Writer) *cobra.Command {
 	root := &cobra.Command{Use: "ats", Short: "App Transport Security: audit events, probe a server"}
 
-	var plist string
+	var plist, format, out string
 	var asJSON bool
+	var ff filterFlags
 	report := &cobra.Command{
-		Use:   "report EVENTS.jsonl",
+		Use:   "report EVENTS.jsonl [MORE.jsonl[.gz] ...]",
 		Short: "Per domain: ATS violations, the NSExceptionDomains entry needed, and over-broad plist exceptions",
-		Args:  cobra.ExactArgs(1),
+		Long: "Reads events files in the order given (gzip-compressed rotated backups too), or - for standard input. " +
+			"Connections that never reached a server get no verdict and are listed apart, by reason.",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if asJSON {
+				format = "json"
+			}
+			write := map[string]func(*ats.Report, io.Writer) error{
+				"text": (*ats.Report).WriteText, "json": (*ats.Report).WriteJSON, "html": (*ats.Report).WriteHTML,
+			}[format]
+			if write == nil {
+				return fmt.Errorf("--format %q: want text, json or html", format)
+			}
+			filter, err := ff.filter()
+			if err != nil {
+				return err
+			}
 			var app *ats.AppPolicy
 			if plist != "" {
-				var err error
 				if app, err = ats.LoadPlist(plist); err != nil {
 					return err
 				}
 			}
-			f, err := os.Open(args[0])
+			in, err := event.Open(args, stdin)
 			if err != nil {
 				return err
 			}
-			defer f.Close()
-			rep, err := ats.BuildReport(event.NewReader(f).Next, app)
+			defer in.Close()
+			// The chain is the one part of an event the audit needs that
+			// the latency report skips.
+			r := event.NewReaderOptions(in, event.ReadOptions{Lean: true, Workers: event.Workers()})
+			defer r.Close()
+			next := r.Next
+			if filter != nil {
+				next = func() (*event.Event, error) {
+					for {
+						ev, err := r.Next()
+						if err != nil || filter.Keep(ev) {
+							return ev, err
+						}
+					}
+				}
+			}
+			rep, err := ats.BuildReport(next, app)
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return rep.WriteJSON(stdout)
+			if filter != nil {
+				rep.Filter = filter.String()
 			}
-			return rep.WriteText(stdout)
+			w, finish, err := output(stdout, out)
+			if err != nil {
+				return err
+			}
+			err = write(rep, w)
+			if ferr := finish(err); err == nil {
+				err = ferr
+			}
+			return err
 		},
 	}
 	report.Flags().StringVar(&plist, "ats-plist", "", "the app's Info.plist (XML or binary)")
-	report.Flags().BoolVar(&asJSON, "json", false, "JSON instead of text")
+	report.Flags().StringVar(&format, "format", "text", "text, json or html (one self-contained page to hand to the app's developers)")
+	report.Flags().BoolVar(&asJSON, "json", false, "JSON instead of text (same as --format json)")
+	report.Flags().StringVarP(&out, "output", "o", "", "write to this file instead of stdout")
+	ff.add(report.Flags())
 
 	var probeJSON bool
 	var timeout time.Duration

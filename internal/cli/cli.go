@@ -9,6 +9,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -16,13 +20,19 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/inspectproxy/inspectproxy/config"
-	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/eventlog"
 	"github.com/inspectproxy/inspectproxy/proxy"
+	"github.com/inspectproxy/inspectproxy/stream"
 )
 
 // Main runs the command line and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRoot(ctx, stdout, stderr)
+	return MainIO(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// MainIO is Main with standard input given, which "report -" reads.
+func MainIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(ctx, stdin, stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "inspectproxy:", err)
@@ -31,10 +41,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
+func newRoot(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	serve := newServe(stderr, nil)
 	root := &cobra.Command{
 		Use:           "inspectproxy",
+		Version:       version(),
 		Short:         "A forwarding proxy that shows how HTTPS is layered on TCP, connection by connection",
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -45,7 +56,7 @@ func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.Flags().AddFlagSet(serve.Flags())
 	root.AddCommand(serve)
-	root.AddCommand(extraCommands(stdout, stderr)...)
+	root.AddCommand(extraCommands(stdin, stdout, stderr)...)
 	return root
 }
 
@@ -64,17 +75,42 @@ func newServe(stderr io.Writer, ready func(net.Addr)) *cobra.Command {
 	f.String("events", "", `events file, JSON lines, "-" for stdout (default inspect-events.jsonl)`)
 	f.String("log-format", "", "console or json (default console)")
 	f.String("log-level", "", "debug, info, warn or error (default info)")
-	f.StringSlice("allow-clients", nil, "client networks allowed, CIDR (required to listen beyond loopback, or use proxy auth)")
+	f.StringSlice("allow-clients", nil, "client networks allowed, CIDR (clients on this host always are; required to listen beyond loopback, or use proxy auth)")
 	f.Bool("mitm", false, "decrypt every tunnel with the proxy's CA (create it with: inspectproxy ca init)")
 	f.String("ats-plist", "", "an app's Info.plist whose NSAppTransportSecurity is evaluated too")
 	f.String("admin", "", "admin listener for /metrics and /healthz (off by default)")
+	f.String("keylog", "", "with MITM: append both legs' TLS secrets to this file (NSS key log, for Wireshark; default $SSLKEYLOGFILE)")
+	f.String("ui", "", `live web console address (default 127.0.0.1:8081; "" switches it off)`)
+	f.StringSlice("pac-direct", nil, "host patterns the PAC file sends DIRECT, e.g. '*.apple.com'")
+	f.StringSlice("extra-roots", nil, "PEM files of root CAs trusted besides the system's (a private CA), for chain verification and ATS")
+	f.StringSlice("ignore-hosts", nil, `hosts never recorded, globs ("*.apple.com"); they are still proxied`)
+	f.StringSlice("only-hosts", nil, "record only connections to hosts matching these globs")
+	proxyAuth := f.String("proxy-auth", "", "USER:PASSWORD for proxy Basic auth (access.username/password; visible in ps: prefer the config file or INSPECTPROXY_ACCESS_PASSWORD)")
+	f.String("socks", "", "SOCKS5 listener address, e.g. 127.0.0.1:1080 (off by default; same access rules as --listen)")
+	f.Bool("allow-local-destinations", false, "let clients on other hosts reach this host's own addresses (loopback, link-local, its interfaces)")
+	f.String("otlp", "", "export each connection as an OpenTelemetry trace to this OTLP receiver, e.g. http://127.0.0.1:4318 (more keys under otlp: in the config)")
+	f.String("wireguard", "", `WireGuard mode: capture whole devices on this UDP address, e.g. ":51820" (add devices with: inspectproxy wireguard peer add NAME)`)
+	f.String("wireguard-quic", "", "WireGuard mode, UDP 443: refuse (ICMP unreachable, apps fall back to TCP) or pass (default refuse)")
 	for flag, key := range map[string]string{
-		"listen": "listen", "events": "events", "log-format": "log.format", "log-level": "log.level",
-		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen",
+		"listen": "listen", "events": "events.path", "log-format": "log.format", "log-level": "log.level",
+		"allow-clients": "access.allow_clients", "mitm": "mitm.enabled", "ats-plist": "ats.plist", "admin": "admin.listen", "keylog": "mitm.keylog",
+		"ui": "ui.listen", "pac-direct": "onboard.pac_direct",
+		"extra-roots": "tls.extra_roots", "ignore-hosts": "capture.ignore_hosts", "only-hosts": "capture.only_hosts",
+		"socks": "socks.listen", "allow-local-destinations": "access.allow_local_destinations",
+		"otlp":      "otlp.endpoint",
+		"wireguard": "wireguard.listen", "wireguard-quic": "wireguard.quic",
 	} {
 		_ = v.BindPFlag(key, f.Lookup(flag))
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *proxyAuth != "" {
+			user, pass, ok := strings.Cut(*proxyAuth, ":")
+			if !ok || user == "" || pass == "" {
+				return fmt.Errorf("--proxy-auth: want USER:PASSWORD, both non-empty")
+			}
+			v.Set("access.username", user)
+			v.Set("access.password", pass)
+		}
 		cfg, err := config.Load(v, *file)
 		if err != nil {
 			return err
@@ -108,37 +144,116 @@ func NewLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)), nil
 }
 
-// serveProxy opens the events file, builds the proxy and its optional
-// parts, and runs until ctx ends.
+// serveProxy binds the listeners, then opens the events file (a port in
+// use leaves no file behind), builds the proxy and its optional parts, and
+// runs until ctx ends. Losing events does not make it fail: the sink's
+// counters and log say what was lost.
 func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready func(net.Addr)) error {
-	out, closeOut, err := openEvents(cfg.Events)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listen %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close() // Serve closes it too; this is for the error paths
+	var opts proxy.Options
+	if cfg.Socks.Listen != "" {
+		sl, err := net.Listen("tcp", cfg.Socks.Listen)
+		if err != nil {
+			return fmt.Errorf("--socks (socks.listen) %s: %w", cfg.Socks.Listen, err)
+		}
+		defer sl.Close()
+		opts.SOCKS = sl
+	}
+	opt, err := addOptional(cfg, log, &opts)
+	defer func() { _ = opt.close() }()
 	if err != nil {
 		return err
 	}
-	w := event.NewWriter(out)
-	opts := proxy.Options{Log: log, Sink: w}
-	if err := addOptional(ctx, cfg, log, &opts); err != nil {
+	sink, err := eventlog.Open(cfg.Events, cfg.Limits.MaxEventBytes, log.Named("events"))
+	if err != nil {
+		return err
+	}
+	defer closeEvents(sink, cfg.Events.CloseTimeout, log)
+	opts.Log, opts.Sink = log, sink
+	u, err := startUI(ctx, cfg, log, opt.ca, &opts)
+	if err != nil {
 		return err
 	}
 	srv, err := proxy.New(cfg, opts)
 	if err != nil {
 		return err
 	}
-	runErr := srv.Run(ctx, func(a net.Addr) {
+	u.srv.Store(srv)
+	if m := opt.metrics; m != nil {
+		m.WatchEvents(sink)
+		go func() {
+			if err := m.Serve(ctx, opt.admin, log.Named("admin")); err != nil {
+				log.Error("admin listener", zap.Error(err))
+			}
+		}()
+	}
+	defer reopenOnHUP(sink, log)()
+	waitWG, err := startWireGuard(ctx, cfg, log, srv.Emit,
+		func(_ context.Context, st *stream.Stream) { srv.ServeStream(st) })
+	if err != nil {
+		return err
+	}
+	// Both stop when ctx ends; the events file closes after both.
+	return errors.Join(srv.Serve(ctx, ln, func(a net.Addr) {
+		u.announce(log, a)
 		if ready != nil {
 			ready(a)
 		}
-	})
-	return errors.Join(runErr, w.Flush(), closeOut())
+	}), waitWG())
 }
 
-func openEvents(path string) (io.Writer, func() error, error) {
-	if path == "-" {
-		return os.Stdout, func() error { return nil }, nil
+// reopenWait bounds a reopen: a writer stalled on the disk must not hold
+// later SIGHUPs.
+const reopenWait = 10 * time.Second
+
+// reopenOnHUP reopens the events file on each SIGHUP, which logrotate
+// sends after renaming it. The returned func stops that.
+func reopenOnHUP(s *eventlog.Sink, log *zap.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-hup:
+				ctx, cancel := context.WithTimeout(context.Background(), reopenWait)
+				if err := s.Reopen(ctx); err != nil {
+					log.Error("SIGHUP: events file not reopened", zap.Error(err))
+				}
+				cancel()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-exited
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+}
+
+// closeEvents writes what is queued and logs the sink's counters; losses
+// are logged, not returned, so the exit status stays 0.
+func closeEvents(s *eventlog.Sink, timeout time.Duration, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := s.Close(ctx)
+	st := s.Stats()
+	fields := []zap.Field{zap.Int64("written", st.Written), zap.Int64("gap_records", st.Gaps)}
+	for _, r := range eventlog.Reasons {
+		if n := st.Dropped[r]; n > 0 {
+			fields = append(fields, zap.Int64("dropped_"+r, n))
+		}
+	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("events file: %w", err)
+		log.Error("events file closed with losses", append(fields, zap.Error(err))...)
+		return
 	}
-	return f, f.Close, nil
+	log.Info("events file closed", fields...)
 }

@@ -11,24 +11,29 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/inspectproxy/inspectproxy/event"
 )
 
-// TestServeWritesEventsAndStops runs `serve` as a user would, proxies one
-// request, cancels (SIGINT in real life) and reads the events file.
-func TestServeWritesEventsAndStops(t *testing.T) {
-	dir := t.TempDir()
-	events := filepath.Join(dir, "events.jsonl")
+// serveOneRequest runs `serve` as a user would, with args, proxies one
+// GET, cancels (SIGINT in real life), and returns the event the events
+// file holds and what serve logged.
+func serveOneRequest(t *testing.T, args ...string) (*event.Event, string) {
+	t.Helper()
+	events := filepath.Join(t.TempDir(), "events.jsonl")
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer up.Close()
 
 	ready := make(chan net.Addr, 1)
 	var stderr bytes.Buffer
 	cmd := newServe(&stderr, func(a net.Addr) { ready <- a })
-	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--events", events, "--log-format", "json", "--ats-plist", "../../ats/testdata/Info.plist"})
+	cmd.SetArgs(append([]string{"--listen", "127.0.0.1:0", "--events", events}, args...))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
@@ -60,6 +65,12 @@ func TestServeWritesEventsAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatalf("events file: %v", err)
 	}
+	return ev, stderr.String()
+}
+
+// TestServeWritesEventsAndStops: one request, one event, one log line.
+func TestServeWritesEventsAndStops(t *testing.T) {
+	ev, stderr := serveOneRequest(t, "--log-format", "json", "--ats-plist", "../../ats/testdata/Info.plist")
 	if ev.Kind != event.KindHTTP || len(ev.HTTP) != 1 || ev.HTTP[0].Status != 200 {
 		t.Errorf("event %+v", ev)
 	}
@@ -68,8 +79,8 @@ func TestServeWritesEventsAndStops(t *testing.T) {
 	if a := ev.ATS; a == nil || a.Compliant != "no" || a.App == nil || !a.App.Allowed || !strings.Contains(a.App.Key, "NSAllowsLocalNetworking") {
 		t.Errorf("ats verdict %+v", a)
 	}
-	if !strings.Contains(stderr.String(), `"msg":"connection"`) {
-		t.Errorf("no JSON log line per connection:\n%s", stderr.String())
+	if !strings.Contains(stderr, `"msg":"connection"`) {
+		t.Errorf("no JSON log line per connection:\n%s", stderr)
 	}
 }
 
@@ -78,6 +89,45 @@ func TestServeRefusesOpenProxy(t *testing.T) {
 	code := Main(context.Background(), []string{"--listen", "0.0.0.0:0", "--events", filepath.Join(t.TempDir(), "e")}, io.Discard, &stderr)
 	if code == 0 || !strings.Contains(stderr.String(), "open proxy") || !strings.Contains(stderr.String(), "allow_clients") {
 		t.Fatalf("code %d, stderr %q", code, stderr.String())
+	}
+}
+
+func TestServeRefusesOpenSOCKS(t *testing.T) {
+	for _, args := range [][]string{
+		{"--socks", "0.0.0.0:0"},
+		{"--socks", "localhost:0"}, // a name is not trusted to be loopback
+	} {
+		var stderr bytes.Buffer
+		code := Main(context.Background(), append(args, "--allow-local-destinations", "--events", filepath.Join(t.TempDir(), "e")), io.Discard, &stderr)
+		if code == 0 || !strings.Contains(stderr.String(), `socks.listen "`+args[1]+`" is not a loopback address`) {
+			t.Errorf("%v: code %d, stderr %q", args, code, stderr.String())
+		}
+	}
+}
+
+// TestPortInUseCreatesNoEventsFile: the listeners are bound before the
+// events file is opened, so a failed start leaves nothing behind.
+func TestPortInUseCreatesNoEventsFile(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, args := range [][]string{
+		{"--listen", busy.Addr().String()},
+		{"--listen", "127.0.0.1:0", "--admin", busy.Addr().String()},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			events := filepath.Join(t.TempDir(), "events.jsonl")
+			var stderr bytes.Buffer
+			code := Main(context.Background(), append(args, "--events", events), io.Discard, &stderr)
+			if code == 0 || !strings.Contains(stderr.String(), "address already in use") {
+				t.Fatalf("exit %d: %s", code, stderr.String())
+			}
+			if _, err := os.Stat(events); !os.IsNotExist(err) {
+				t.Errorf("events file after a failed start: %v", err)
+			}
+		})
 	}
 }
 
@@ -123,5 +173,51 @@ func TestReportCommands(t *testing.T) {
 				t.Errorf("output lacks %q:\n%.400s", tc.want, out.String())
 			}
 		})
+	}
+}
+
+// TestServeOTLP runs `serve --otlp URL --admin ...`: the request becomes a
+// trace, flushed when the proxy stops (before the batch processor's 5 s),
+// posted as OTLP/HTTP protobuf to URL/v1/traces with the event's id.
+func TestServeOTLP(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		got  []*coltracepb.ExportTraceServiceRequest
+		path string
+	)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		req := &coltracepb.ExportTraceServiceRequest{}
+		if err := proto.Unmarshal(body, req); err != nil {
+			t.Errorf("not an OTLP export request: %v", err)
+		}
+		mu.Lock()
+		got, path = append(got, req), r.URL.Path
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer collector.Close()
+	ev, stderr := serveOneRequest(t, "--otlp", collector.URL, "--admin", "127.0.0.1:0")
+	mu.Lock()
+	defer mu.Unlock()
+	if path != "/v1/traces" {
+		t.Errorf("posted to %q", path)
+	}
+	var ids []string
+	for _, req := range got {
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					for _, kv := range s.Attributes {
+						if kv.Key == "inspectproxy.event.id" {
+							ids = append(ids, kv.Value.GetStringValue())
+						}
+					}
+				}
+			}
+		}
+	}
+	if len(ids) != 1 || ids[0] != ev.ID {
+		t.Errorf("traces for events %v, want [%s]\n%s", ids, ev.ID, stderr)
 	}
 }

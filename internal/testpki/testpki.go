@@ -12,12 +12,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
-	"sync"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 )
 
 // KeySpec names a key: "rsa1024", "rsa2048", "ecdsa256", "ecdsa384".
@@ -160,7 +164,6 @@ func (ca *CA) Leaf(t testing.TB, o LeafOpts) tls.Certificate {
 type Server struct {
 	Addr   string
 	Config *tls.Config
-	ln     net.Listener
 }
 
 // StartTLS starts a loopback TLS server with cfg; handle runs for each
@@ -171,44 +174,8 @@ func StartTLS(t testing.TB, cfg *tls.Config, handle func(*tls.Conn)) *Server {
 	if err != nil {
 		t.Fatalf("testpki: listen: %v", err)
 	}
-	s := &Server{Addr: ln.Addr().String(), Config: cfg, ln: ln}
-	// Open connections are tracked so cleanup can close them and wait for
-	// their handlers: no goroutine outlives the test.
-	var (
-		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
-		wg    sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				serve(tls.Server(c, cfg), handle)
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	s := &Server{Addr: ln.Addr().String(), Config: cfg}
+	testnet.Serve(t, ln, func(c net.Conn) { serve(tls.Server(c, cfg), handle) })
 	return s
 }
 
@@ -233,4 +200,38 @@ func serve(c *tls.Conn, handle func(*tls.Conn)) {
 			return
 		}
 	}
+}
+
+// WriteFiles writes cert's chain and key as PEM files in a test directory,
+// for peers that read files (openssl s_server), and returns their paths.
+func WriteFiles(t testing.TB, cert tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	var chain []byte
+	for _, der := range cert.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatalf("testpki: marshal key: %v", err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, chain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// WriteCert writes the CA certificate as a PEM file (curl --cacert) and
+// returns its path.
+func (ca *CA) WriteCert(t testing.TB) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -1,0 +1,67 @@
+// Package testnet serves listeners in tests: one accept loop, each
+// connection in its own goroutine, and at cleanup the listener and every
+// open connection closed and every handler waited for, so that no
+// goroutine outlives the test (goleak).
+package testnet
+
+import (
+	"net"
+	"sync"
+	"testing"
+)
+
+// Serve accepts on ln until the test ends and runs handle for each
+// connection; nil handle closes each connection at once. Serve closes
+// the connections handle leaves open.
+func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	var (
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if handle == nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// Listen listens on addr and serves it with handle until the test ends.
+func Listen(t testing.TB, addr string, handle func(net.Conn)) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Serve(t, ln, handle)
+	return ln
+}

@@ -1,0 +1,85 @@
+// Package testtool finds the peer programs tests drive (curl, openssl,
+// chromium, tshark). CI installs them all (.ci/run), so there a missing
+// one fails the test; on a developer's machine it skips it.
+package testtool
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Need returns the path of the command name.
+func Need(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not installed; .ci/run installs it", name)
+		}
+		t.Skipf("%s is not installed", name)
+	}
+	return p
+}
+
+// OpenSSLServer runs `openssl s_server -accept 127.0.0.1:0 args...` until
+// the test ends and returns the address it listens on (from its ACCEPT
+// line).
+func OpenSSLServer(t testing.TB, args ...string) string {
+	t.Helper()
+	openssl := Need(t, "openssl")
+	cmd := exec.Command(openssl, append([]string{"s_server", "-accept", "127.0.0.1:0"}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("openssl s_server: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if addr, ok := strings.CutPrefix(sc.Text(), "ACCEPT "); ok {
+			// Keep draining its output so it never blocks on a full pipe.
+			go func() { _, _ = io.Copy(io.Discard, out) }()
+			return addr
+		}
+	}
+	_ = cmd.Wait() // its stderr is complete only then
+	t.Fatalf("openssl s_server %s exited without an ACCEPT line: %s", strings.Join(args, " "), stderr.String())
+	return ""
+}
+
+// Serve accepts on ln until the test ends and runs handle for each
+// connection in its own goroutine; at cleanup it closes ln and waits for
+// every handler, so no goroutine outlives the test.
+func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+}

@@ -1,0 +1,537 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/rstwatch"
+	"github.com/inspectproxy/inspectproxy/stream"
+	"github.com/inspectproxy/inspectproxy/timing"
+	"github.com/inspectproxy/inspectproxy/tlsinfo"
+)
+
+// relay passes a stream through, byte for byte. Each direction is read and
+// forwarded while the tracker wants its bytes (fed before they are
+// forwarded, so an answer is never parsed before what it answers), then
+// copied in bulk (splice(2) between two kernel sockets). A FIN is passed on
+// as a FIN and a reset as a reset, so each peer sees the close the other
+// made, and the close story goes into the event.
+type relay struct {
+	client    stream.Conn
+	clientTCP *net.TCPConn // the client as a kernel socket, when it is one
+	server    *net.TCPConn
+	tracker   *tlsinfo.Tracker
+	lim       config.Limits
+	since     func() time.Duration
+	onCut     func(key any, cut func()) (undo func())
+	close     *timing.Close
+	// fed, when set, runs after the tracker was given bytes (the live
+	// console follows the handshake's progress).
+	fed func()
+
+	bytes [2]atomic.Int64 // by direction: up, down
+	// unsent is, by direction, what a reset discarded from the socket it
+	// was written into: counted as written, it never reached the wire.
+	unsent [2]atomic.Int64
+	// afterFIN counts bytes written into a side after its FIN arrived, as
+	// far as the copy loops know; sentAtFIN is what the kernel had sent
+	// into that socket when its FIN arrived, for the splice path: if that
+	// side then resets, the cause is data after close.
+	afterFIN  [2]atomic.Int64 // by side: client, server
+	sentAtFIN [2]atomic.Int64 // by side; -1 while unknown
+	// lastRecv is when each direction last read data, for idle_timeout
+	// where the kernel cannot say (a client that is not a kernel socket).
+	lastRecv  [2]atomic.Int64
+	helloWait atomic.Bool // the client sent nothing within hello_timeout
+	aborted   atomic.Bool
+	halfClose sync.Once
+	hcTimer   atomic.Pointer[time.Timer]
+	watchMu   sync.Mutex
+	unwatch   [2]func() // by side: stops the reset watch of that socket
+
+	errMu sync.Mutex
+	err   error
+}
+
+func newRelay(client stream.Conn, server *net.TCPConn, tr *tlsinfo.Tracker, lim config.Limits,
+	since func() time.Duration, onCut func(any, func()) func(), cl *timing.Close) *relay {
+	r := &relay{client: client, server: server, tracker: tr, lim: lim, since: since, onCut: onCut, close: cl}
+	if t, ok := client.(stream.TCP); ok {
+		r.clientTCP = t.TCPConn
+	}
+	r.sentAtFIN[0].Store(-1)
+	r.sentAtFIN[1].Store(-1)
+	return r
+}
+
+// sent is what went through a direction on the wire: what was written,
+// less what a reset discarded before it was sent.
+func (r *relay) sent(dir tlsinfo.Direction) int64 {
+	return max(r.bytes[dir].Load()-r.unsent[dir].Load(), 0)
+}
+
+// sides of a relay, indexing afterFIN and unwatch.
+const (
+	clientSide = 0
+	serverSide = 1
+)
+
+func sideName(s int) string {
+	if s == clientSide {
+		return event.SideClient
+	}
+	return event.SideServer
+}
+
+// run forwards early (client bytes already read; fed to the tracker unless
+// earlyFed) and then both directions until both are over, then closes both
+// sockets.
+func (r *relay) run(early []byte, earlyFed bool) {
+	idle := r.watchIdle()
+	defer idle.Stop()
+	defer r.onCut(r, func() { r.proxyCut("shutdown", "proxy_shutdown") })()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.pipe(tlsinfo.ServerToClient, nil, false)
+	}()
+	r.pipe(tlsinfo.ClientToServer, early, earlyFed)
+	<-done
+	if tm := r.hcTimer.Load(); tm != nil {
+		tm.Stop()
+	}
+	r.settle()
+	r.aborted.Store(true) // both directions are over; timers stand down
+	r.stopWatches()
+	_ = r.client.Close()
+	_ = r.server.Close()
+}
+
+func (r *relay) fail(err error) {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	if r.err == nil {
+		r.err = err
+	}
+}
+
+// endpoints of a direction: the socket read, the one written, their sides.
+type endpoints struct {
+	src, dst         net.Conn
+	srcTCP, dstTCP   *net.TCPConn
+	srcSide, dstSide int
+}
+
+func (r *relay) endpoints(dir tlsinfo.Direction) endpoints {
+	if dir == tlsinfo.ClientToServer {
+		return endpoints{r.client, r.server, r.clientTCP, r.server, clientSide, serverSide}
+	}
+	return endpoints{r.server, r.client, r.server, r.clientTCP, serverSide, clientSide}
+}
+
+// pipe forwards one direction: inspected while the tracker wants bytes,
+// then in bulk.
+func (r *relay) pipe(dir tlsinfo.Direction, early []byte, earlyFed bool) {
+	e := r.endpoints(dir)
+	if werr, err := r.inspect(dir, e, early, earlyFed); err != nil {
+		r.ended(dir, e, err, werr)
+		return
+	}
+	n, werr, err := r.bulk(e, dir)
+	r.bytes[dir].Add(n)
+	if err == nil {
+		err = io.EOF
+	}
+	r.ended(dir, e, err, werr)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// inspect forwards early, then reads and forwards while the tracker wants
+// bytes. A nil error means the tracker is done and the direction goes on
+// in bulk; otherwise err ended the direction, and wrote says it was a
+// write error rather than a read error.
+func (r *relay) inspect(dir tlsinfo.Direction, e endpoints, early []byte, earlyFed bool) (wrote bool, err error) {
+	if len(early) > 0 {
+		more := !earlyFed && r.tracker.Feed(dir, early, r.since())
+		if err := r.write(e, dir, early); err != nil {
+			return true, err
+		}
+		if !earlyFed && !more || earlyFed && r.tracker.Done(dir) {
+			return false, nil
+		}
+	}
+	if r.tracker.Done(dir) {
+		return false, nil
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	first := dir == tlsinfo.ClientToServer && r.bytes[dir].Load() == 0
+	if first {
+		_ = e.src.SetReadDeadline(time.Now().Add(r.lim.HelloTimeout))
+	}
+	for {
+		n, rerr := e.src.Read(buf)
+		at := r.since()
+		if first {
+			first = false
+			_ = e.src.SetReadDeadline(time.Time{})
+			if n == 0 && errors.Is(rerr, os.ErrDeadlineExceeded) {
+				// Nothing to inspect: keep the tunnel, stop inspecting
+				// both ways, so both directions go on in bulk.
+				r.helloWait.Store(true)
+				r.tracker.Stop()
+				return false, nil
+			}
+		}
+		if n > 0 {
+			r.lastRecv[dir].Store(int64(at))
+			more := r.tracker.Feed(dir, buf[:n], at)
+			if r.fed != nil {
+				r.fed()
+			}
+			if err := r.write(e, dir, buf[:n]); err != nil {
+				return true, err
+			}
+			if !more {
+				return false, nil
+			}
+		}
+		if rerr != nil {
+			return false, rerr
+		}
+	}
+}
+
+// write forwards p to the direction's destination, counting it.
+func (r *relay) write(e endpoints, dir tlsinfo.Direction, p []byte) error {
+	if r.bytes[dir].Load() == 0 {
+		r.close.Mark(sideName(e.srcSide), timing.HistData)
+	}
+	n, err := e.dst.Write(p)
+	r.bytes[dir].Add(int64(n))
+	if r.close.HasFIN(sideName(e.dstSide)) {
+		r.afterFIN[e.dstSide].Add(int64(n))
+	}
+	return err
+}
+
+// bulk copies the rest of a direction: splice between kernel sockets, a
+// counting copy otherwise. wrote says whether err was the write side's.
+func (r *relay) bulk(e endpoints, dir tlsinfo.Direction) (n int64, wrote bool, err error) {
+	if e.srcTCP != nil && e.dstTCP != nil {
+		if r.bytes[dir].Load() == 0 {
+			// Splice does not tell when data first flowed; mark it as soon
+			// as the socket has some.
+			r.close.Mark(sideName(e.srcSide), timing.HistData)
+		}
+		n, err = io.Copy(e.dstTCP, e.srcTCP)
+		if n > 0 {
+			r.close.Mark(sideName(e.srcSide), timing.HistData)
+			if r.close.HasFIN(sideName(e.dstSide)) {
+				r.afterFIN[e.dstSide].Add(n)
+			}
+		}
+		return n, false, err
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		m, rerr := e.src.Read(buf)
+		if m > 0 {
+			r.lastRecv[dir].Store(int64(r.since()))
+			before := r.bytes[dir].Load()
+			if werr := r.write(e, dir, buf[:m]); werr != nil {
+				return r.bytes[dir].Load() - before, true, werr
+			}
+		}
+		if rerr == io.EOF {
+			return 0, false, nil
+		}
+		if rerr != nil {
+			return 0, false, rerr
+		}
+	}
+}
+
+// ended handles the end of one direction: a FIN is passed on as a
+// half-close, a reset as a reset.
+func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bool) {
+	at := r.since()
+	if r.aborted.Load() {
+		return
+	}
+	src, dst := sideName(e.srcSide), sideName(e.dstSide)
+	switch {
+	case err == io.EOF:
+		first := r.close.Snapshot().FirstFIN == ""
+		r.close.FIN(src, at)
+		r.tracker.EOF(dir, at)
+		if first && r.fed != nil {
+			r.fed()
+		}
+		if r.close.HasFIN(dst) {
+			// Both ways are over; the relay closes both sockets.
+			r.stopWatches()
+			_ = closeWrite(e.dst)
+			return
+		}
+		// The source has closed its sending side; the other direction
+		// still writes into it. If it closed the whole socket, its kernel
+		// will answer that data with a reset no read would see.
+		if e.srcTCP != nil {
+			if si, ok := timing.Info(e.srcTCP); ok {
+				r.sentAtFIN[e.srcSide].Store(int64(si.BytesSent + uint64(si.NotSent)))
+			}
+			r.watchReset(e.srcSide, e.srcTCP)
+		}
+		_ = closeWrite(e.dst)
+		r.startHalfCloseTimer()
+	case timing.IsReset(err):
+		side := r.resetSide(err, e, writeErr)
+		r.peerReset(side, at)
+		r.tracker.Reset(dir, at)
+	default:
+		if !errors.Is(err, net.ErrClosed) {
+			r.fail(fmt.Errorf("proxy: %s→%s: %w", src, dst, err))
+		}
+		r.tracker.EOF(dir, at)
+		r.abort()
+	}
+}
+
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+// resetSide finds which side reset. A read error is the source's, a write
+// error the destination's; io.Copy via splice does not say, so the kernel
+// is asked which socket is closed.
+func (r *relay) resetSide(err error, e endpoints, writeErr bool) int {
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &oe) && oe.Op == "read" && !writeErr:
+		return e.srcSide
+	case writeErr || errors.As(err, &oe) && oe.Op == "write":
+		return e.dstSide
+	}
+	if e.srcTCP != nil {
+		if si, ok := timing.Info(e.srcTCP); ok && si.Closed {
+			return e.srcSide
+		}
+	}
+	if e.dstTCP != nil {
+		if di, ok := timing.Info(e.dstTCP); ok && di.Closed {
+			return e.dstSide
+		}
+	}
+	return e.srcSide
+}
+
+// peerReset records that side reset and passes the reset on to the other
+// side, as the peer of a direct connection would have seen it.
+func (r *relay) peerReset(side int, at time.Duration) {
+	cause := "abort"
+	if r.afterFIN[side].Load() > 0 || r.sentSinceFIN(side) {
+		cause = "data_after_close"
+	}
+	r.close.RST(sideName(side), cause, at)
+	r.abort()
+}
+
+// sentSinceFIN asks the kernel whether data went into side's socket after
+// its FIN arrived (the splice path does not count as it goes).
+func (r *relay) sentSinceFIN(side int) bool {
+	base := r.sentAtFIN[side].Load()
+	c := r.server
+	if side == clientSide {
+		c = r.clientTCP
+	}
+	if base < 0 || c == nil {
+		return false
+	}
+	si, ok := timing.Info(c)
+	return ok && int64(si.BytesSent+uint64(si.NotSent)) > base
+}
+
+// watchReset watches a socket whose peer sent FIN for the reset its
+// kernel sends if data arrives after it closed.
+func (r *relay) watchReset(side int, c *net.TCPConn) {
+	stop, ok := rstwatch.Watch(c, func() {
+		if r.aborted.Load() {
+			return
+		}
+		// The watch stops before the relay shuts down this socket's
+		// sending side, so a hang-up here can only be a reset.
+		{
+			at := r.since()
+			r.peerReset(side, at)
+			dir := tlsinfo.ClientToServer
+			if side == serverSide {
+				dir = tlsinfo.ServerToClient
+			}
+			r.tracker.Reset(dir, at)
+		}
+	})
+	if !ok {
+		return
+	}
+	r.watchMu.Lock()
+	r.unwatch[side] = stop
+	r.watchMu.Unlock()
+}
+
+func (r *relay) stopWatches() {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	for i, stop := range r.unwatch {
+		if stop != nil {
+			stop()
+			r.unwatch[i] = nil
+		}
+	}
+}
+
+// settle runs when both directions are over. A side that was sent data
+// after its FIN may still answer it with a reset: wait for its kernel to
+// acknowledge everything (or reset), for about two round trips, so the
+// event and the other peer learn of it as on a direct connection. Then a
+// reset that arrived with nobody reading is read from the socket.
+func (r *relay) settle() {
+	if r.aborted.Load() {
+		return
+	}
+	for side, c := range [2]*net.TCPConn{r.clientTCP, r.server} {
+		if c == nil || r.afterFIN[side].Load() == 0 {
+			continue
+		}
+		si, ok := timing.Info(c)
+		if !ok {
+			continue
+		}
+		deadline := time.Now().Add(min(2*si.RTT+10*time.Millisecond, time.Second))
+		var err error
+		for err == nil && si.Unacked > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+			if si, ok = timing.Info(c); !ok {
+				break
+			}
+			err = timing.SocketError(c)
+		}
+		// A reset leaves its error pending on the socket (ECONNRESET, or
+		// EPIPE in CLOSE_WAIT); an orderly close leaves none.
+		if err != nil || timing.SocketError(c) != nil {
+			r.peerReset(side, r.since())
+			return
+		}
+	}
+}
+
+// abort ends both sides at once: the peers see a reset.
+func (r *relay) abort() {
+	if r.aborted.Swap(true) {
+		return
+	}
+	r.stopWatches()
+	r.beforeReset()
+	_ = r.client.Abort()
+	_ = r.server.SetLinger(0)
+	_ = r.server.Close()
+}
+
+// beforeReset reads from the kernel what a reset is about to discard, so
+// the event keeps what happened on the wire: a FIN that arrived on a side
+// nobody was reading any more, and data written into a socket but never
+// sent (the reset drops it: it never left the proxy).
+func (r *relay) beforeReset() {
+	at := r.since()
+	for side, c := range [2]*net.TCPConn{r.clientTCP, r.server} {
+		if c == nil {
+			continue
+		}
+		si, ok := timing.Info(c)
+		if !ok {
+			continue
+		}
+		if si.PeerFIN && !r.close.HasFIN(sideName(side)) {
+			r.close.FIN(sideName(side), at)
+		}
+		// Data written into side's socket flows in the direction toward it.
+		dir := tlsinfo.ServerToClient
+		if side == serverSide {
+			dir = tlsinfo.ClientToServer
+		}
+		r.unsent[dir].Store(int64(si.NotSent))
+	}
+}
+
+// proxyCut is the proxy ending the stream itself (a timeout, shutdown).
+func (r *relay) proxyCut(timeout, cause string) {
+	if r.aborted.Load() {
+		return
+	}
+	r.close.Timeout(timeout)
+	r.close.RST(event.SideProxy, cause, r.since())
+	r.tracker.Cut(r.since())
+	r.abort()
+}
+
+// startHalfCloseTimer bounds the time the other direction may stay open
+// after the first FIN: a silent peer must not hold the stream forever.
+func (r *relay) startHalfCloseTimer() {
+	r.halfClose.Do(func() {
+		r.hcTimer.Store(time.AfterFunc(r.lim.HalfCloseTimeout, func() {
+			r.proxyCut("half_close", "proxy_half_close_timeout")
+		}))
+	})
+}
+
+// watchIdle ends the stream when neither side has sent data for
+// idle_timeout. It asks the kernel when data last arrived on each socket,
+// so the splice path needs no per-read bookkeeping.
+func (r *relay) watchIdle() *time.Timer {
+	d := r.lim.IdleTimeout
+	var tm *time.Timer
+	tm = time.AfterFunc(d, func() {
+		if r.aborted.Load() {
+			return // ended meanwhile: do not re-arm
+		}
+		if quiet, ok := r.quiet(); ok && quiet < d {
+			tm.Reset(d - quiet)
+			return
+		}
+		r.proxyCut("idle", "proxy_idle_timeout")
+	})
+	return tm
+}
+
+// quiet is how long no data has arrived from either side.
+func (r *relay) quiet() (time.Duration, bool) {
+	si, ok := timing.Info(r.server)
+	if !ok {
+		return 0, false
+	}
+	q := si.SinceRecv
+	if r.clientTCP != nil {
+		ci, ok := timing.Info(r.clientTCP)
+		if !ok {
+			return 0, false
+		}
+		return min(q, ci.SinceRecv), true
+	}
+	last := time.Duration(r.lastRecv[tlsinfo.ClientToServer].Load())
+	return min(q, r.since()-last), true
+}
