@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/inspectproxy/inspectproxy/internal/loopback"
 	"github.com/inspectproxy/inspectproxy/internal/splice"
 )
 
@@ -69,13 +69,13 @@ func cmdCopybench(args []string) error {
 // copyOnce sends size bytes source → relay → sink and returns the
 // throughput and the relay thread's user and system CPU seconds.
 func copyOnce(cp func(dst, src *net.TCPConn) (int64, error), size int64, chunk int) (mibps, user, sys float64, err error) {
-	source, rin, err := tcpPair()
+	source, rin, err := loopback.Pair()
 	if err != nil {
 		return 0, 0, 0, err
 	}
 	defer source.Close()
 	defer rin.Close()
-	rout, sink, err := tcpPair()
+	rout, sink, err := loopback.Pair()
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -125,21 +125,4 @@ func copyOnce(cp func(dst, src *net.TCPConn) (int64, error), size int64, chunk i
 		return 0, 0, 0, fmt.Errorf("copied %d, sink got %d, sent %d", o.n, n, size)
 	}
 	return float64(size) / (1 << 20) / o.el.Seconds(), o.user, o.syst, nil
-}
-
-func tcpPair() (a, b *net.TCPConn, err error) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, nil, err
-	}
-	defer ln.Close()
-	a, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err = ln.AcceptTCP()
-	if err != nil {
-		return nil, nil, errors.Join(err, a.Close())
-	}
-	return a, b, nil
 }

@@ -144,12 +144,23 @@ func (p *Pool) idleTimeout() time.Duration {
 // go through a read/write loop. Deadlines set on the connections apply.
 // Copy does not close or half-close anything.
 func (p *Pool) Copy(dst io.Writer, src io.Reader) (int64, error) {
+	return p.CopyCounting(dst, src, nil)
+}
+
+// CopyCounting is Copy that also calls count with each run of bytes dst
+// took, as it takes them, so a caller can follow a long copy: when data
+// first flowed, when it last did, how much after a FIN. count runs on the
+// copying goroutine and must be quick; the counts add up to Copy's result.
+func (p *Pool) CopyCounting(dst io.Writer, src io.Reader, count func(n int64)) (int64, error) {
+	if count == nil {
+		count = func(int64) {}
+	}
 	d, ok1 := dst.(*net.TCPConn)
 	s, ok2 := src.(*net.TCPConn)
 	if ok1 && ok2 {
-		return p.copyTCP(d, s)
+		return p.copyTCP(d, s, count)
 	}
-	return copyLoop(dst, src)
+	return copyLoop(dst, src, count)
 }
 
 const bufSize = 32 << 10
@@ -160,7 +171,7 @@ var buffers = sync.Pool{New: func() any { return new(buffer) }}
 
 // copyLoop is Copy for anything but two kernel TCP sockets: a read/write
 // loop that keeps the side of each error.
-func copyLoop(dst io.Writer, src io.Reader) (written int64, err error) {
+func copyLoop(dst io.Writer, src io.Reader, count func(int64)) (written int64, err error) {
 	b := buffers.Get().(*buffer)
 	defer buffers.Put(b)
 	for {
@@ -168,6 +179,9 @@ func copyLoop(dst io.Writer, src io.Reader) (written int64, err error) {
 		if n > 0 {
 			m, werr := dst.Write(b[:n])
 			written += int64(m)
+			if m > 0 {
+				count(int64(m))
+			}
 			if werr == nil && m < n {
 				werr = io.ErrShortWrite
 			}

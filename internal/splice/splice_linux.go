@@ -140,7 +140,7 @@ func (ps *pipes) sweep() {
 
 // copyTCP runs a copier; if the sockets have no raw descriptors (which a
 // *net.TCPConn always has) it says which one.
-func (p *Pool) copyTCP(dst, src *net.TCPConn) (int64, error) {
+func (p *Pool) copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
 	rs, err := src.SyscallConn()
 	if err != nil {
 		return 0, &Error{Op: Read, Err: cause(err)}
@@ -149,7 +149,7 @@ func (p *Pool) copyTCP(dst, src *net.TCPConn) (int64, error) {
 	if err != nil {
 		return 0, &Error{Op: Write, Err: cause(err)}
 	}
-	c := &copier{pool: p, src: rs, dst: rd}
+	c := &copier{pool: p, src: rs, dst: rd, count: count}
 	c.onReadable, c.onWritable = c.fill, c.drain // one closure each, not one per burst
 	defer c.release()
 	return c.run()
@@ -161,6 +161,7 @@ func (p *Pool) copyTCP(dst, src *net.TCPConn) (int64, error) {
 type copier struct {
 	pool     *Pool
 	src, dst syscall.RawConn
+	count    func(int64)
 
 	pipe     *pipe
 	buf      *buffer
@@ -263,6 +264,7 @@ func (c *copier) drain(fd uintptr) bool {
 		c.off += m
 		c.n -= m
 		c.written += int64(m)
+		c.count(int64(m))
 	}
 	return true
 }

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/inspectproxy/inspectproxy/internal/loopback"
 )
 
 // pipeFDs counts this process's descriptors that are pipes, as ls -l
@@ -64,6 +66,12 @@ func TestIdleTunnelHoldsNoPipe(t *testing.T) {
 		msg := bytes.Repeat([]byte("x"), 1<<20)
 		go func() { _, _ = d.from.Write(msg) }()
 		readN(t, d.to, len(msg))
+	}
+	// The counts came as the bytes went, not when Copy returns.
+	for i, name := range []string{"up", "down"} {
+		if got := tu.counted[i].Load(); got != 1<<20 {
+			t.Errorf("%s: %d bytes counted while the tunnel is open, want %d", name, got, 1<<20)
+		}
 	}
 	waitPipes(t, base)
 	select {
@@ -167,11 +175,11 @@ func TestPoolBound(t *testing.T) {
 // burstTransfer is one tunnel: 40 KiB up, 96 KiB down, every 10th to a
 // reader that takes its time, each checked by SHA-256 and Copy's counts.
 func burstTransfer(p *Pool, i int) error {
-	client, pc, err := dialPair()
+	client, pc, err := loopback.Pair()
 	if err != nil {
 		return err
 	}
-	ps, server, err := dialPair()
+	ps, server, err := loopback.Pair()
 	if err != nil {
 		client.Close()
 		pc.Close()
@@ -242,24 +250,6 @@ func (s *slowReader) Read(p []byte) (int, error) {
 	return s.r.Read(p[:min(len(p), 4<<10)])
 }
 
-// dialPair is pair for goroutines other than the test's.
-func dialPair() (a, b *net.TCPConn, err error) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, nil, err
-	}
-	defer ln.Close()
-	a, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		return nil, nil, err
-	}
-	if b, err = ln.AcceptTCP(); err != nil {
-		a.Close()
-		return nil, nil, err
-	}
-	return a, b, nil
-}
-
 // TestCountsMatchCapture checks Copy's counts against a packet capture of
 // the relay's two legs (tshark on lo, retransmissions left out): what
 // Copy says it sent to the server and to the client is the TCP payload the
@@ -284,10 +274,11 @@ func TestCountsMatchCapture(t *testing.T) {
 			for _, d := range []struct {
 				dst, src *net.TCPConn
 				out      chan result
-			}{{tu.ps, tu.pc, tu.up}, {tu.pc, tu.ps, tu.down}} {
+				counted  *atomic.Int64
+			}{{tu.ps, tu.pc, tu.up, &tu.counted[0]}, {tu.pc, tu.ps, tu.down, &tu.counted[1]}} {
 				go func() {
 					defer tu.wg.Done()
-					n, err := w.copy(p, d.dst, d.src)
+					n, err := w.copy(p, d.dst, d.src, func(n int64) { d.counted.Add(n) })
 					if err == nil {
 						_ = d.dst.CloseWrite()
 					}

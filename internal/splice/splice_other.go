@@ -5,7 +5,9 @@ package splice
 import "net"
 
 // copyTCP is the read/write loop: splice(2) is Linux's.
-func (p *Pool) copyTCP(dst, src *net.TCPConn) (int64, error) { return copyLoop(dst, src) }
+func (p *Pool) copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
+	return copyLoop(dst, src, count)
+}
 
 // pipes is empty: there are no pipes to pool.
 type pipes struct{}

@@ -10,11 +10,14 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/inspectproxy/inspectproxy/internal/loopback"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -22,40 +25,24 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // pair is a connected pair of TCP sockets on loopback.
 func pair(t testing.TB) (a, b *net.TCPConn) {
 	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	a, b, err := loopback.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	type accepted struct {
-		c   *net.TCPConn
-		err error
-	}
-	ch := make(chan accepted, 1)
-	go func() {
-		c, err := ln.AcceptTCP()
-		ch <- accepted{c, err}
-	}()
-	a, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	return a, r.c
+	return a, b
 }
 
 // copyFunc is a way to run Copy: on the sockets themselves (splice), or on
 // wrappers that hide them (the read/write loop).
-type copyFunc func(p *Pool, dst, src *net.TCPConn) (int64, error)
+type copyFunc func(p *Pool, dst, src *net.TCPConn, count func(int64)) (int64, error)
 
-func spliced(p *Pool, dst, src *net.TCPConn) (int64, error) { return p.Copy(dst, src) }
+func spliced(p *Pool, dst, src *net.TCPConn, count func(int64)) (int64, error) {
+	return p.CopyCounting(dst, src, count)
+}
 
 // wrapped hides the *net.TCPConn so Copy takes its read/write loop.
-func wrapped(p *Pool, dst, src *net.TCPConn) (int64, error) {
-	return p.Copy(struct{ net.Conn }{dst}, struct{ net.Conn }{src})
+func wrapped(p *Pool, dst, src *net.TCPConn, count func(int64)) (int64, error) {
+	return p.CopyCounting(struct{ net.Conn }{dst}, struct{ net.Conn }{src}, count)
 }
 
 // ways are the paths through Copy: splice with pipes to spare, splice
@@ -86,6 +73,8 @@ type tunnel struct {
 	// carried is what the tunnel carried before a transfer, in Copy's
 	// counts: up and down.
 	carried [2]int64
+	// counted is what CopyCounting reported as it went: up and down.
+	counted [2]atomic.Int64
 }
 
 func newTunnel(t testing.TB, p *Pool, copy copyFunc) *tunnel {
@@ -93,17 +82,17 @@ func newTunnel(t testing.TB, p *Pool, copy copyFunc) *tunnel {
 	tu := &tunnel{up: make(chan result, 1), down: make(chan result, 1)}
 	tu.client, tu.pc = pair(t)
 	tu.ps, tu.server = pair(t)
-	run := func(dst, src *net.TCPConn, out chan result) {
+	run := func(dst, src *net.TCPConn, out chan result, counted *atomic.Int64) {
 		defer tu.wg.Done()
-		n, err := copy(p, dst, src)
+		n, err := copy(p, dst, src, func(n int64) { counted.Add(n) })
 		if err == nil {
 			_ = dst.CloseWrite()
 		}
 		out <- result{n, err}
 	}
 	tu.wg.Add(2)
-	go run(tu.ps, tu.pc, tu.up)
-	go run(tu.pc, tu.ps, tu.down)
+	go run(tu.ps, tu.pc, tu.up, &tu.counted[0])
+	go run(tu.pc, tu.ps, tu.down, &tu.counted[1])
 	t.Cleanup(tu.close)
 	return tu
 }
@@ -196,9 +185,10 @@ func transfer(t testing.TB, tu *tunnel, up, down, chunk, pauseEvery int) {
 		sent, got flow
 		copied    result
 		before    int64
+		counted   int64
 	}{
-		{"client→server", <-sentUp, <-gotUp, wait(t, tu.up, "up"), tu.carried[0]},
-		{"server→client", <-sentDown, <-gotDown, wait(t, tu.down, "down"), tu.carried[1]},
+		{"client→server", <-sentUp, <-gotUp, wait(t, tu.up, "up"), tu.carried[0], tu.counted[0].Load()},
+		{"server→client", <-sentDown, <-gotDown, wait(t, tu.down, "down"), tu.carried[1], tu.counted[1].Load()},
 	} {
 		if d.sent.err != nil || d.got.err != nil || d.copied.err != nil {
 			t.Fatalf("%s: send %v, receive %v, Copy %v", d.name, d.sent.err, d.got.err, d.copied.err)
@@ -208,6 +198,9 @@ func transfer(t testing.TB, tu *tunnel, up, down, chunk, pauseEvery int) {
 		}
 		if d.copied.n-d.before != d.sent.n {
 			t.Errorf("%s: Copy counted %d bytes (%d before this transfer), the receiver got %d", d.name, d.copied.n, d.before, d.got.n)
+		}
+		if d.counted != d.copied.n {
+			t.Errorf("%s: the count callbacks add up to %d, Copy returned %d", d.name, d.counted, d.copied.n)
 		}
 	}
 }
@@ -409,14 +402,14 @@ func TestCopyDeadlines(t *testing.T) {
 				p := w.pool()
 				client, pc, ps, server := legs(t)
 				_ = pc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-				n, err := w.copy(p, ps, pc)
+				n, err := w.copy(p, ps, pc, nil)
 				var e *Error
 				if n != 0 || !errors.As(err, &e) || e.Op != Read || !errors.Is(err, os.ErrDeadlineExceeded) {
 					t.Fatalf("Copy = %d, %v; want 0 and a read error with os.ErrDeadlineExceeded", n, err)
 				}
 				_ = pc.SetReadDeadline(time.Time{})
 				done := make(chan result, 1)
-				go func() { n, err := w.copy(p, ps, pc); done <- result{n, err} }()
+				go func() { n, err := w.copy(p, ps, pc, nil); done <- result{n, err} }()
 				msg := []byte("after the deadline")
 				if _, err := client.Write(msg); err != nil {
 					t.Fatal(err)
@@ -435,7 +428,7 @@ func TestCopyDeadlines(t *testing.T) {
 				client, pc, ps, _ := legs(t) // the server reads nothing
 				go flood(client)
 				_ = ps.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
-				n, err := w.copy(p, ps, pc)
+				n, err := w.copy(p, ps, pc, nil)
 				var e *Error
 				if !errors.As(err, &e) || e.Op != Write || !errors.Is(err, os.ErrDeadlineExceeded) {
 					t.Fatalf("Copy = %d, %v; want a write error with os.ErrDeadlineExceeded", n, err)
