@@ -16,6 +16,12 @@ func Pair() (dialled, accepted *net.TCPConn, err error) {
 		return nil, nil, err
 	}
 	defer ln.Close()
+	return Connect(ln)
+}
+
+// Connect dials ln, for a test that knows the port beforehand (to capture
+// it), and returns the dialled and the accepted end.
+func Connect(ln *net.TCPListener) (dialled, accepted *net.TCPConn, err error) {
 	dialled, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
 	if err != nil {
 		return nil, nil, err

@@ -1,26 +1,22 @@
 package splice
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/internal/loopback"
+	"github.com/inspectproxy/inspectproxy/internal/wirecap"
 )
 
 // pipeFDs counts this process's descriptors that are pipes, as ls -l
@@ -251,20 +247,20 @@ func (s *slowReader) Read(p []byte) (int, error) {
 }
 
 // TestCountsMatchCapture checks Copy's counts against a packet capture of
-// the relay's two legs (tshark on lo, retransmissions left out): what
-// Copy says it sent to the server and to the client is the TCP payload the
-// capture saw leave the relay on each leg.
+// the relay's two legs: what Copy says it sent to the server and to the
+// client is the TCP payload the capture saw leave the relay on each leg
+// (sequence space, so a retransmission counts once).
 func TestCountsMatchCapture(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Fatal("tshark is needed (apt-get install tshark; .ci/run installs it)")
-	}
 	const up, down = 3<<20 + 17, 5<<20 + 3
 	for _, w := range ways[:2] {
 		t.Run(w.name, func(t *testing.T) {
 			lnC, lnS := listen(t), listen(t)
-			portC, portS := lnC.Addr().(*net.TCPAddr).Port, lnS.Addr().(*net.TCPAddr).Port
-			cp := startCapture(t, tshark, portC, portS)
+			addrC := lnC.Addr().(*net.TCPAddr).AddrPort()
+			addrS := lnS.Addr().(*net.TCPAddr).AddrPort()
+			capture, err := wirecap.Start(wirecap.Config{Ports: []uint16{addrC.Port(), addrS.Port()}})
+			if err != nil {
+				t.Fatal(err)
+			}
 
 			tu := &tunnel{up: make(chan result, 1), down: make(chan result, 1)}
 			tu.client, tu.pc = accepted(t, lnC)
@@ -290,16 +286,16 @@ func TestCountsMatchCapture(t *testing.T) {
 			// checks that Copy counted what the receivers got.
 			transfer(t, tu, up, down, 3000, 25)
 			tu.close()
-
-			relayPortS := tu.ps.LocalAddr().(*net.TCPAddr).Port
-			var toServer, toClient int64
-			for _, seg := range cp.stop() {
-				switch {
-				case seg.src == relayPortS && seg.dst == portS:
-					toServer += seg.len
-				case seg.src == portC:
-					toClient += seg.len
-				}
+			trace, err := capture.Stop()
+			if err != nil {
+				t.Fatal(err)
+			}
+			toServer, toClient := int64(-1), int64(-1)
+			if cs := trace.ConnTo(addrS); len(cs) == 1 {
+				toServer = cs[0].Client.Bytes() // the relay dialled the server
+			}
+			if cs := trace.ConnTo(addrC); len(cs) == 1 {
+				toClient = cs[0].Server.Bytes() // the client dialled the relay
 			}
 			if toServer != up || toClient != down {
 				t.Errorf("capture: relay sent %d bytes to the server and %d to the client; want %d and %d", toServer, toClient, up, down)
@@ -321,109 +317,9 @@ func listen(t testing.TB) *net.TCPListener {
 // accepted dials ln and returns the dialled and accepted ends.
 func accepted(t testing.TB, ln *net.TCPListener) (dialled, acc *net.TCPConn) {
 	t.Helper()
-	dialled, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	acc, err = ln.AcceptTCP()
+	dialled, acc, err := loopback.Connect(ln)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return dialled, acc
-}
-
-// segment is one captured TCP segment with payload.
-type segment struct {
-	src, dst int
-	len      int64
-}
-
-type liveCapture struct {
-	cmd    *exec.Cmd
-	cancel context.CancelFunc
-	done   chan struct{}
-	mu     sync.Mutex
-	segs   []segment
-	log    bytes.Buffer
-}
-
-// startCapture runs tshark on lo for the given ports, printing each
-// segment with payload as it comes, and returns once tshark has seen a
-// probe: "capture started" messages come before packets are seen.
-func startCapture(t testing.TB, tshark string, ports ...int) *liveCapture {
-	t.Helper()
-	probe := listen(t)
-	probePort := probe.Addr().(*net.TCPAddr).Port
-	var filter []string
-	for _, p := range append(ports, probePort) {
-		filter = append(filter, fmt.Sprintf("tcp port %d", p))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	c := &liveCapture{cancel: cancel, done: make(chan struct{})}
-	c.cmd = exec.CommandContext(ctx, tshark, "-i", "lo", "-f", strings.Join(filter, " or "), "-s", "128", "-B", "64", "-n", "-l",
-		"-Y", "tcp.len > 0 && !tcp.analysis.retransmission", "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.len")
-	c.cmd.Stderr = &c.log
-	stdout, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.stop() })
-	go func() {
-		defer close(c.done)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) != 3 {
-				continue
-			}
-			var s segment
-			s.src, _ = strconv.Atoi(f[0])
-			s.dst, _ = strconv.Atoi(f[1])
-			s.len, _ = strconv.ParseInt(f[2], 10, 64)
-			c.mu.Lock()
-			c.segs = append(c.segs, s)
-			c.mu.Unlock()
-		}
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !c.saw(probePort) {
-		if time.Now().After(deadline) {
-			c.stop()
-			t.Fatalf("tshark saw no probe in 30 s:\n%s", c.log.String())
-		}
-		if pc, err := net.DialTCP("tcp", nil, probe.Addr().(*net.TCPAddr)); err == nil {
-			_, _ = pc.Write([]byte("probe"))
-			pc.Close()
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return c
-}
-
-func (c *liveCapture) saw(port int) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, s := range c.segs {
-		if s.dst == port {
-			return true
-		}
-	}
-	return false
-}
-
-// stop lets the last packets through, stops tshark and returns what it saw.
-func (c *liveCapture) stop() []segment {
-	if c.cmd.Process != nil && c.cmd.ProcessState == nil {
-		time.Sleep(300 * time.Millisecond)
-		_ = c.cmd.Process.Signal(syscall.SIGINT)
-		<-c.done
-		_ = c.cmd.Wait()
-		c.cancel()
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.segs
 }
