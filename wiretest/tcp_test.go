@@ -236,32 +236,34 @@ func wantRST(side, cause string) func(w wire) string {
 func TestTCPAgainstTheWire(t *testing.T) {
 	for _, sc := range tcpScenarios() {
 		t.Run(sc.name, func(t *testing.T) {
-			p := startProxy(t, sc.edit)
-			server := tcpServer(t, sc.server)
-			cp := capture(t, p.addr, server)
-			c := p.connect(t, server)
-			clientDone := make(chan struct{})
-			go func() {
-				defer close(clientDone)
-				sc.client(c)
-				c.Close()
-			}()
-			if sc.stop != nil {
-				time.Sleep(50 * time.Millisecond) // the exchange is over; the tunnel idles
-				sc.stop(p)
-			}
-			ev := p.event()
-			<-clientDone
-			tr := stopCapture(t, cp)
-			l := findLegs(t, tr, ev, server)
-			if l.upstream == nil {
-				t.Fatal("the upstream leg is not in the capture")
-			}
-			w := l.wire(ev)
-			if why := sc.reproduced(w); why != "" {
-				t.Fatalf("the scenario did not reproduce on the wire (%s): history %s, rst %q/%q", why, w.historyString(), w.rst, w.rstCause)
-			}
-			check(t, ev, l, sc.expect)
+			attempts(t, func(t *testing.T, late *lateTimes) {
+				p := startProxy(t, sc.edit)
+				server := tcpServer(t, sc.server)
+				cp := capture(t, p.addr, server)
+				c := p.connect(t, server)
+				clientDone := make(chan struct{})
+				go func() {
+					defer close(clientDone)
+					sc.client(c)
+					c.Close()
+				}()
+				if sc.stop != nil {
+					time.Sleep(50 * time.Millisecond) // the exchange is over; the tunnel idles
+					sc.stop(p)
+				}
+				ev := p.event()
+				<-clientDone
+				tr := stopCapture(t, cp)
+				l := findLegs(t, tr, ev, server)
+				if l.upstream == nil {
+					t.Fatal("the upstream leg is not in the capture")
+				}
+				w := l.wire(ev)
+				if why := sc.reproduced(w); why != "" {
+					t.Fatalf("the scenario did not reproduce on the wire (%s): history %s, rst %q/%q", why, w.historyString(), w.rst, w.rstCause)
+				}
+				check(t, ev, l, sc.expect, late)
+			})
 		})
 	}
 }

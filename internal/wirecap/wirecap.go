@@ -55,7 +55,6 @@ type Capture struct {
 	token  []byte
 
 	mu      sync.Mutex
-	packets []Packet
 	raw     [][]byte // frames as captured, for WritePcapng
 	rawCI   []gopacket.CaptureInfo
 	last    time.Time // when the last packet was read
@@ -257,14 +256,13 @@ func (c *Capture) read() {
 		if ci.Timestamp.Before(c.since) {
 			continue
 		}
-		p, ok := decode(data, ci.Timestamp)
+		// Only kept here: decoding waits for Stop, so that the capture
+		// takes as little CPU as it can from the proxy it watches, which
+		// may run in the same process.
 		c.mu.Lock()
 		c.last = time.Now()
 		c.raw = append(c.raw, data)
 		c.rawCI = append(c.rawCI, ci)
-		if ok {
-			c.packets = append(c.packets, p)
-		}
 		c.mu.Unlock()
 	}
 }
@@ -333,7 +331,13 @@ func (c *Capture) Stop() (*Trace, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return newTrace(c.packets, c.raw, c.rawCI), nil
+	var packets []Packet
+	for i, data := range c.raw {
+		if p, ok := decode(data, c.rawCI[i].Timestamp); ok {
+			packets = append(packets, p)
+		}
+	}
+	return newTrace(packets, c.raw, c.rawCI), nil
 }
 
 // Trace is a finished capture.
