@@ -8,6 +8,7 @@
 #   BENCH_WARMUP [2]        unmeasured warm-up seconds before each rate test
 #   BENCH_CONCURRENCY [16]  clients in the rate test
 #   BENCH_IDLE [5000]       idle tunnels held for the RSS test
+#   BENCH_IDLE_GET [/small] path each idle tunnel GETs once (keep-alive) before idling ("": handshake only)
 #   BENCH_BIG_MIB [1024]    size of the download
 #   BENCH_ROUNDS [3]        rate tests per configuration, interleaved (median reported)
 #   BENCH_DL_RUNS [3]       downloads per configuration, interleaved (median reported)
@@ -15,7 +16,8 @@
 #                           -noui one has the live console off, the -console one has a
 #                           console client streaming throughout; inspectproxy-otlp,
 #                           passthrough-noui exporting every connection to a local
-#                           Jaeger built by .ci/jaeger.sh, only when named)
+#                           Jaeger built by .ci/jaeger.sh, only when named; relay-iocopy
+#                           and relay-splice, the bare byte relay, only when named)
 #   BENCH_RESULTS [bench/RESULTS.md]  file the dated results are appended to ("-": none)
 #   BENCH_KEEP [0]          1: keep the work directory (logs, events, results)
 #   BENCH_INSPECTPROXY      a prebuilt inspectproxy binary (default: build from the work tree)
@@ -32,6 +34,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-16}
 BENCH_IDLE=${BENCH_IDLE:-5000}
+BENCH_IDLE_GET=${BENCH_IDLE_GET-/small}
 BENCH_BIG_MIB=${BENCH_BIG_MIB:-1024}
 BENCH_DL_RUNS=${BENCH_DL_RUNS:-3}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
@@ -59,7 +62,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 raise_nofile
 nofile=$(ulimit -n)
 if [ "$nofile" -lt $((2 * BENCH_IDLE + 1000)) ]; then
-  log "warning: fd limit $nofile is low for $BENCH_IDLE idle tunnels (a proxy needs 2 per tunnel, inspectproxy passthrough 4)"
+  log "warning: fd limit $nofile is low for $BENCH_IDLE idle tunnels (a proxy needs 2 per tunnel, one relaying with io.Copy 6)"
 fi
 
 log "work directory $W"
@@ -75,7 +78,7 @@ make_pki "$W/pki"
 head -c 1024 /dev/urandom | base64 -w 76 | head -c 1024 >"$W/www/small"
 log "writing the ${BENCH_BIG_MIB} MiB file"
 "$LG" mkfile -out "$W/www/big" -size $((BENCH_BIG_MIB << 20))
-read -r P_NGINX P_TINY P_MITMP P_MITMM P_IPP P_IPM P_IPN P_IPC P_UI P_UIP P_IPO P_IPOA P_OTLP P_OTLPG P_JQ P_JQG <<<"$("$LG" freeports -n 16)"
+read -r P_NGINX P_TINY P_MITMP P_MITMM P_IPP P_IPM P_IPN P_IPC P_UI P_UIP P_IPO P_IPOA P_OTLP P_OTLPG P_JQ P_JQG P_RIO P_RSP <<<"$("$LG" freeports -n 18)"
 TARGET=127.0.0.1:$P_NGINX
 RESULTS=$W/results.jsonl
 
@@ -202,6 +205,8 @@ start_config() {
     inspectproxy-mitm) port=$P_IPM; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-mitm.yaml"; ca=$W/ipca/export.pem ;;
     inspectproxy-passthrough-noui) port=$P_IPN; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-passthrough-noui.yaml" ;;
     inspectproxy-passthrough-console) port=$P_IPC; start "$name" "$W/logs/$name.log" "$W/inspectproxy" --config "$W/inspectproxy-passthrough-console.yaml" ;;
+    relay-iocopy) port=$P_RIO; start "$name" "$W/logs/$name.log" "$LG" relay -listen "127.0.0.1:$port" -copy io ;;
+    relay-splice) port=$P_RSP; start "$name" "$W/logs/$name.log" "$LG" relay -listen "127.0.0.1:$port" -copy splice ;;
     *) die "unknown configuration $name" ;;
   esac
   PID_OF[$name]=$START_PID PROXY_OF[$name]=127.0.0.1:$port CA_OF[$name]=$ca
@@ -247,7 +252,7 @@ for name in $BENCH_CONFIGS; do
   start_config "$name"
   lg "$name" rate -c 4 -d 1s -warmup 0 >/dev/null 2>&1 || true # first connections: caches, certificates
   sleep 1
-  lg "$name" idle -n "$BENCH_IDLE" -c 64 -pid "${PID_OF[$name]}" -out "$RESULTS" || die "$name: idle test failed"
+  lg "$name" idle -n "$BENCH_IDLE" -c 64 -get "$BENCH_IDLE_GET" -pid "${PID_OF[$name]}" -out "$RESULTS" || die "$name: idle test failed"
   stop_config "$name"
 done
 
@@ -292,7 +297,7 @@ if [ "$BENCH_RESULTS" != "-" ]; then
     echo "- command: \`${env_line}bench/${command_line% }\`"
     echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, Linux $(uname -r)"
     echo "- software: $(go version | cut -d' ' -f3), $("$NGINX" -v 2>&1 | cut -d' ' -f3), $(tinyproxy -v 2>&1 | head -1), mitmproxy $(mitmdump --version 2>/dev/null | awk '/Mitmproxy/{print $2}'), inspectproxy ${ip_version}"
-    echo "- settings: rate tests of ${BENCH_SECONDS}s at concurrency $BENCH_CONCURRENCY (+${BENCH_WARMUP}s warm-up) × $BENCH_ROUNDS rounds (median, range in brackets), ${BENCH_BIG_MIB} MiB download × $BENCH_DL_RUNS (median), $BENCH_IDLE idle tunnels, fd limit $nofile"
+    echo "- settings: rate tests of ${BENCH_SECONDS}s at concurrency $BENCH_CONCURRENCY (+${BENCH_WARMUP}s warm-up) × $BENCH_ROUNDS rounds (median, range in brackets), ${BENCH_BIG_MIB} MiB download × $BENCH_DL_RUNS (median), $BENCH_IDLE idle tunnels (each after GET ${BENCH_IDLE_GET:-none}), fd limit $nofile"
     echo "- load average $loadavg_start at the start, $loadavg_end at the end; $((t_end - t_start)) s"
     [ -z "$otlp_counts" ] || echo "- inspectproxy-otlp export counters: $otlp_counts"
     echo

@@ -22,12 +22,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 	"github.com/inspectproxy/inspectproxy/live"
 )
 
 // The proxy's process-wide reset watcher outlives the tests by design.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/inspectproxy/inspectproxy/internal/rstwatch.(*Watcher).loop"))
+	goleak.VerifyTestMain(m, testtool.IgnoreRSTWatch)
 }
 
 // sample are the report package's sample events: tunnels, http, mitm,

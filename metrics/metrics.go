@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"time"
 
@@ -246,10 +247,16 @@ func (c eventsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(eventsQueuedBytes, prometheus.GaugeValue, float64(st.QueuedBytes))
 }
 
-// Handler serves /metrics in the Prometheus exposition formats and
-// /healthz: "ok", or 503 with the reason while events are being lost.
+// Handler serves /metrics in the Prometheus exposition formats,
+// /healthz: "ok", or 503 with the reason while events are being lost, and
+// Go's profiles under /debug/pprof/ (the admin listener is loopback only),
+// for finding where a connection's CPU goes on a live proxy.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

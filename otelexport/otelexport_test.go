@@ -19,13 +19,14 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 	"github.com/inspectproxy/inspectproxy/metrics"
 )
 
 func TestMain(m *testing.M) {
 	// The proxy's reset watcher is one goroutine for the process, as in
 	// the proxy's own tests.
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/inspectproxy/inspectproxy/internal/rstwatch.(*Watcher).loop"))
+	goleak.VerifyTestMain(m, testtool.IgnoreRSTWatch)
 }
 
 // tally is Stats for tests: counts by outcome.

@@ -24,8 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// The reset watcher is one goroutine for the whole process, by design.
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/inspectproxy/inspectproxy/internal/rstwatch.(*Watcher).loop"))
+	goleak.VerifyTestMain(m, testtool.IgnoreRSTWatch)
 }
 
 // sink collects events; it is the real Sink interface over a channel.

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/internal/splice"
 )
 
 func TestMaxConnections(t *testing.T) {
@@ -157,11 +158,17 @@ func TestConnectionCapFitsFileLimit(t *testing.T) {
 		t.Skip("no file limit on this platform")
 	}
 	log := zaptest.NewLogger(t)
-	if got := connectionCap(10, log); got != 10 {
+	pipes := &splice.Pool{}
+	if got := connectionCap(10, pipes, log); got != 10 {
 		t.Errorf("a small cap is kept: %d", got)
 	}
 	huge := int(limit) // more connections than descriptors
-	if got := connectionCap(huge, log); got >= huge || got*fdsPerConn > int(limit) {
+	if got := connectionCap(huge, pipes, log); got >= huge || got*fdsPerConn+pipes.MaxFDs() > int(limit) {
 		t.Errorf("cap %d for a limit of %d descriptors", got, limit)
+	}
+	// Issue 13: on this project's machines (a hard limit of 20,000) the
+	// cap no longer falls below 9,000 tunnels.
+	if limit >= 20000 && connectionCap(9000, pipes, log) != 9000 {
+		t.Errorf("the cap of 9,000 is lowered with %d descriptors", limit)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/splice"
 	"github.com/inspectproxy/inspectproxy/stream"
 	"github.com/inspectproxy/inspectproxy/timing"
 	"github.com/inspectproxy/inspectproxy/tlsinfo"
@@ -32,6 +33,7 @@ type pipeline struct {
 	inspect *inspector
 	mitm    *mitmLayer // nil when MITM is off
 	conns   *connTracker
+	pipes   *splice.Pool // the splice pipes every relay borrows from
 	out     *emitter
 	newID   func() string
 	bounds  recordBounds
@@ -107,7 +109,7 @@ func (p *pipeline) serve(st *stream.Stream, rec *record) {
 	}
 	rec.publish(PhaseConnected)
 	t.tracker = tlsinfo.NewTracker(p.lim.InspectBuffer)
-	r := newRelay(client, d.Conn, t.tracker, p.lim, rec.since, p.conns.onCut, t.close)
+	r := newRelay(client, d.Conn, t.tracker, p.lim, rec.since, p.conns.onCut, t.close, p.pipes)
 	if p.out.live != nil {
 		prog := &progress{rec: rec, tracker: t.tracker, close: t.close}
 		r.fed = prog.update

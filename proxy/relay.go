@@ -13,6 +13,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/rstwatch"
+	"github.com/inspectproxy/inspectproxy/internal/splice"
 	"github.com/inspectproxy/inspectproxy/stream"
 	"github.com/inspectproxy/inspectproxy/timing"
 	"github.com/inspectproxy/inspectproxy/tlsinfo"
@@ -33,6 +34,7 @@ type relay struct {
 	since     func() time.Duration
 	onCut     func(key any, cut func()) (undo func())
 	close     *timing.Close
+	pipes     *splice.Pool
 	// fed, when set, runs after the tracker was given bytes (the live
 	// console follows the handshake's progress).
 	fed func()
@@ -62,8 +64,8 @@ type relay struct {
 }
 
 func newRelay(client stream.Conn, server *net.TCPConn, tr *tlsinfo.Tracker, lim config.Limits,
-	since func() time.Duration, onCut func(any, func()) func(), cl *timing.Close) *relay {
-	r := &relay{client: client, server: server, tracker: tr, lim: lim, since: since, onCut: onCut, close: cl}
+	since func() time.Duration, onCut func(any, func()) func(), cl *timing.Close, pipes *splice.Pool) *relay {
+	r := &relay{client: client, server: server, tracker: tr, lim: lim, since: since, onCut: onCut, close: cl, pipes: pipes}
 	if t, ok := client.(stream.TCP); ok {
 		r.clientTCP = t.TCPConn
 	}
@@ -145,8 +147,7 @@ func (r *relay) pipe(dir tlsinfo.Direction, early []byte, earlyFed bool) {
 		r.ended(dir, e, err, werr)
 		return
 	}
-	n, werr, err := r.bulk(e, dir)
-	r.bytes[dir].Add(n)
+	werr, err := r.bulk(e, dir)
 	if err == nil {
 		err = io.EOF
 	}
@@ -214,53 +215,31 @@ func (r *relay) inspect(dir tlsinfo.Direction, e endpoints, early []byte, earlyF
 
 // write forwards p to the direction's destination, counting it.
 func (r *relay) write(e endpoints, dir tlsinfo.Direction, p []byte) error {
-	if r.bytes[dir].Load() == 0 {
-		r.close.Mark(sideName(e.srcSide), timing.HistData)
-	}
 	n, err := e.dst.Write(p)
-	r.bytes[dir].Add(int64(n))
-	if r.close.HasFIN(sideName(e.dstSide)) {
-		r.afterFIN[e.dstSide].Add(int64(n))
+	if n > 0 {
+		r.moved(e, dir, int64(n))
 	}
 	return err
 }
 
-// bulk copies the rest of a direction: splice between kernel sockets, a
-// counting copy otherwise. wrote says whether err was the write side's.
-func (r *relay) bulk(e endpoints, dir tlsinfo.Direction) (n int64, wrote bool, err error) {
-	if e.srcTCP != nil && e.dstTCP != nil {
-		if r.bytes[dir].Load() == 0 {
-			// Splice does not tell when data first flowed; mark it as soon
-			// as the socket has some.
-			r.close.Mark(sideName(e.srcSide), timing.HistData)
-		}
-		n, err = io.Copy(e.dstTCP, e.srcTCP)
-		if n > 0 {
-			r.close.Mark(sideName(e.srcSide), timing.HistData)
-			if r.close.HasFIN(sideName(e.dstSide)) {
-				r.afterFIN[e.dstSide].Add(n)
-			}
-		}
-		return n, false, err
+// bulk copies the rest of a direction: splice between kernel sockets,
+// holding a pipe only while bytes flow (internal/splice), a counting copy
+// otherwise. wrote says whether err was the destination's.
+func (r *relay) bulk(e endpoints, dir tlsinfo.Direction) (wrote bool, err error) {
+	_, err = r.pipes.CopyCounting(e.dst, e.src, func(n int64) { r.moved(e, dir, n) })
+	var se *splice.Error
+	return errors.As(err, &se) && se.Op == splice.Write, err
+}
+
+// moved counts n bytes a direction delivered.
+func (r *relay) moved(e endpoints, dir tlsinfo.Direction, n int64) {
+	if r.bytes[dir].Load() == 0 {
+		r.close.Mark(sideName(e.srcSide), timing.HistData)
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	for {
-		m, rerr := e.src.Read(buf)
-		if m > 0 {
-			r.lastRecv[dir].Store(int64(r.since()))
-			before := r.bytes[dir].Load()
-			if werr := r.write(e, dir, buf[:m]); werr != nil {
-				return r.bytes[dir].Load() - before, true, werr
-			}
-		}
-		if rerr == io.EOF {
-			return 0, false, nil
-		}
-		if rerr != nil {
-			return 0, false, rerr
-		}
+	r.bytes[dir].Add(n)
+	r.lastRecv[dir].Store(int64(r.since()))
+	if r.close.HasFIN(sideName(e.dstSide)) {
+		r.afterFIN[e.dstSide].Add(n)
 	}
 }
 
@@ -272,6 +251,19 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 		return
 	}
 	src, dst := sideName(e.srcSide), sideName(e.dstSide)
+	if err == io.EOF && e.srcTCP != nil {
+		// The kernel reports a reset once: if the other direction's write
+		// took it, this read sees a plain EOF. A socket whose peer sent
+		// FIN is in CLOSE_WAIT; one that was reset is closed, which a
+		// socket also is once both FINs passed and the proxy's was first
+		// (Linux hands TIME_WAIT to a socket of its own).
+		proxyFINFirst := r.close.HasFIN(sideName(e.dstSide))
+		if si, ok := timing.Info(e.srcTCP); ok && si.Closed && !si.PeerFIN && !proxyFINFirst {
+			r.peerReset(e.srcSide, at)
+			r.tracker.Reset(dir, at)
+			return
+		}
+	}
 	switch {
 	case err == io.EOF:
 		first := r.close.Snapshot().FirstFIN == ""
@@ -322,7 +314,13 @@ func closeWrite(c net.Conn) error {
 // is asked which socket is closed.
 func (r *relay) resetSide(err error, e endpoints, writeErr bool) int {
 	var oe *net.OpError
+	var se *splice.Error
 	switch {
+	case errors.As(err, &se):
+		if se.Op == splice.Read {
+			return e.srcSide
+		}
+		return e.dstSide
 	case errors.As(err, &oe) && oe.Op == "read" && !writeErr:
 		return e.srcSide
 	case writeErr || errors.As(err, &oe) && oe.Op == "write":
@@ -466,7 +464,12 @@ func (r *relay) beforeReset() {
 		if !ok {
 			continue
 		}
-		if si.PeerFIN && !r.close.HasFIN(sideName(side)) {
+		// After the proxy's own FIN, the peer's FIN leaves the socket
+		// closed rather than in CLOSE_WAIT (Linux hands TIME_WAIT to a
+		// socket of its own); unless that peer is the one resetting.
+		other := sideName(1 - side)
+		finished := si.Closed && r.close.HasFIN(other) && r.close.Snapshot().RST != sideName(side)
+		if (si.PeerFIN || finished) && !r.close.HasFIN(sideName(side)) {
 			r.close.FIN(sideName(side), at)
 		}
 		// Data written into side's socket flows in the direction toward it.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/splice"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"github.com/inspectproxy/inspectproxy/stream"
 	"github.com/inspectproxy/inspectproxy/timing"
@@ -216,7 +217,7 @@ func TestHelloTimeoutSplicesBothWays(t *testing.T) {
 	lim.HelloTimeout = 50 * time.Millisecond
 	start := time.Now()
 	r := newRelay(stream.TCP{TCPConn: proxyClient}, proxyServer, tlsinfo.NewTracker(0), lim,
-		func() time.Duration { return time.Since(start) }, func(any, func()) func() { return func() {} }, &timing.Close{})
+		func() time.Duration { return time.Since(start) }, func(any, func()) func() { return func() {} }, &timing.Close{}, &splice.Pool{})
 	var feeds atomic.Int64
 	r.fed = func() { feeds.Add(1) }
 	done := make(chan struct{})

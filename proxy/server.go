@@ -24,6 +24,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/splice"
 	"github.com/inspectproxy/inspectproxy/socks5"
 	"github.com/inspectproxy/inspectproxy/stream"
 	"github.com/inspectproxy/inspectproxy/timing"
@@ -92,10 +93,11 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	for _, a := range o.Self {
 		pol.AddSelf(a)
 	}
+	pipes := &splice.Pool{}
 	s := &Server{
 		cfg:      cfg,
 		log:      o.Log,
-		conns:    newConnTracker(connectionCap(cfg.Limits.MaxConnections, o.Log)),
+		conns:    newConnTracker(connectionCap(cfg.Limits.MaxConnections, pipes, o.Log)),
 		policy:   pol,
 		idPrefix: randomHex(3),
 		socks:    o.SOCKS,
@@ -104,7 +106,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	out := &emitter{recorded: cfg.CaptureScope().Recorded, checker: o.Checker, observers: o.Observers, live: o.Live, sink: o.Sink}
 	engine := newHTTPEngine(o.Log)
 	s.pipe = &pipeline{
-		log: o.Log, lim: cfg.Limits, dialer: dialer, policy: pol, inspect: insp, conns: s.conns, out: out, newID: s.newID,
+		log: o.Log, lim: cfg.Limits, dialer: dialer, policy: pol, inspect: insp, conns: s.conns, pipes: pipes, out: out, newID: s.newID,
 		bounds: recordBounds{
 			maxRequests: cfg.Limits.MaxRecordedRequests, maxURL: cfg.Limits.MaxURLBytes,
 			maxBytes: cfg.Limits.MaxEventBytes, maxHeaders: cfg.Limits.MaxHeaderBytesRecorded,
@@ -174,20 +176,21 @@ func (s *Server) OpenStreams(fn func(phase string, ev *event.Event)) {
 // no stream may target; the returned func unregisters it.
 func (s *Server) AddSelf(addr net.Addr) (remove func()) { return s.policy.AddSelf(addr) }
 
-// fdsPerConn is what one tunnel can hold: two sockets and, while both
-// directions splice, a pipe pair each.
-const fdsPerConn = 6
+// fdsPerConn is what one tunnel holds: its two sockets. Splice pipes are
+// lent only while bytes flow, from a pool bounded on its own.
+const fdsPerConn = 2
 
 // connectionCap lowers max_connections to what the file descriptor limit
 // allows, so that a client over it gets a clear 503 rather than a 502 for
 // "too many open files" on the upstream dial.
-func connectionCap(want int, log *zap.Logger) int {
+func connectionCap(want int, pipes *splice.Pool, log *zap.Logger) int {
 	limit, ok := openFileLimit()
 	if !ok {
 		return want
 	}
-	const reserve = 64 // listeners, the events file, probes, DNS
-	if afford := (int64(limit) - reserve) / fdsPerConn; afford < int64(want) {
+	// Listeners, the events file, probes, DNS; and the pipe pool.
+	reserve := 64 + pipes.MaxFDs()
+	if afford := (int64(limit) - int64(reserve)) / fdsPerConn; afford < int64(want) {
 		afford = max(afford, 1)
 		log.Warn("limits.max_connections lowered to fit the open-file limit; raise it with ulimit -n",
 			zap.Int("max_connections", want), zap.Int64("effective", afford), zap.Uint64("nofile", limit), zap.Int("fds_per_connection", fdsPerConn))

@@ -176,7 +176,9 @@ type result struct {
 	i    int
 	conn net.Conn
 	err  error
-	end  time.Time
+	// began is when connect(2) was about to be made (the socket exists);
+	// zero if it never was.
+	began, end time.Time
 }
 
 func (r *race) since() time.Duration { return time.Since(r.start) }
@@ -275,9 +277,15 @@ func (r *race) startNext(ctx context.Context) bool {
 		r.running[i] = cancel
 		r.tried++
 		go func() {
-			var nd net.Dialer
+			// The clock starts when the socket is made, right before
+			// connect(2): not when the goroutine was scheduled.
+			var began time.Time
+			nd := net.Dialer{Control: func(string, string, syscall.RawConn) error {
+				began = time.Now()
+				return nil
+			}}
 			c, err := nd.DialContext(actx, "tcp", ap.String())
-			r.results <- result{i: i, conn: c, err: err, end: time.Now()}
+			r.results <- result{i: i, conn: c, err: err, began: began, end: time.Now()}
 		}()
 		return true
 	}
@@ -328,6 +336,9 @@ func (r *race) run(ctx context.Context, hostport, host string) (*Dialed, error) 
 
 func (r *race) finish(res result, outcome string, err error) {
 	a := &r.res.Attempts[res.i]
+	if !res.began.IsZero() {
+		a.Start = res.began.Sub(r.start)
+	}
 	a.Took = res.end.Sub(r.start) - a.Start
 	a.Outcome, a.Err = outcome, err
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testdns"
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 	"github.com/inspectproxy/inspectproxy/proxy"
 	"github.com/inspectproxy/inspectproxy/stream"
 )
@@ -66,7 +67,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	// The proxy's reset watcher lives as long as the process.
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/inspectproxy/inspectproxy/internal/rstwatch.(*Watcher).loop"))
+	goleak.VerifyTestMain(m, testtool.IgnoreRSTWatch)
 }
 
 // upstream is the n-th address of upstreamNet.

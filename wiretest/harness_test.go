@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	printDeviations()
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(testtool.IgnoreRSTWatch); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
 			code = 1
 		}

@@ -29,7 +29,13 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // get sends one GET with Connection: close on an established TLS
 // connection and reads the whole body into w. It returns the body size.
 func get(c net.Conn, host, path string, w io.Writer, buf []byte) (int64, error) {
-	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: inspectproxy-bench\r\nConnection: close\r\n\r\n", path, host); err != nil {
+	return request(c, host, path, "close", w, buf)
+}
+
+// request is get with the Connection header given: "keep-alive" leaves
+// the connection open after the response.
+func request(c net.Conn, host, path, connection string, w io.Writer, buf []byte) (int64, error) {
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: inspectproxy-bench\r\nConnection: %s\r\n\r\n", path, host, connection); err != nil {
 		return 0, fmt.Errorf("write request: %w", err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReaderSize(c, 16<<10), nil)
@@ -243,6 +249,7 @@ func cmdIdle(args []string) error {
 	settle := fs.Duration("settle", 3*time.Second, "wait after the last tunnel opened before measuring")
 	hold := fs.Duration("hold", 0, "keep the tunnels open this much longer (or until SIGTERM)")
 	maxOpen := fs.Duration("max-open", 5*time.Minute, "give up opening after this long")
+	path := fs.String("get", "", "after the handshake, one keep-alive GET of this path, so both directions have carried data (empty: none)")
 	cfg, err := c.parse(fs, args)
 	if err != nil {
 		return err
@@ -292,7 +299,10 @@ func cmdIdle(args []string) error {
 				if err == nil {
 					tc := tls.Client(conn, cfg)
 					_ = tc.SetDeadline(time.Now().Add(c.timeout))
-					if err = tc.Handshake(); err == nil {
+					if err = tc.Handshake(); err == nil && *path != "" {
+						_, err = request(tc, c.target, *path, "keep-alive", io.Discard, nil)
+					}
+					if err == nil {
 						_ = tc.SetDeadline(time.Time{})
 						conns[i] = tc
 						continue
@@ -314,7 +324,7 @@ func cmdIdle(args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "idle %s: %d/%d tunnels open in %.1fs (%d failed%s)\n", c.label, opened, *n, openTime.Seconds(), failed.Load(), errNote(&firstErr))
 	time.Sleep(*settle)
-	r := Result{Label: c.label, Test: "idle", Tunnels: *n, Opened: opened, OpenSeconds: round(openTime.Seconds(), 1), Errors: int(failed.Load())}
+	r := Result{Label: c.label, Test: "idle", Tunnels: *n, Opened: opened, OpenSeconds: round(openTime.Seconds(), 1), Errors: int(failed.Load()), IdleGet: *path}
 	if s, ok := firstErr.Load().(string); ok {
 		r.ErrorSample = s
 	}
@@ -324,7 +334,7 @@ func cmdIdle(args []string) error {
 		<-pollDone
 		r.BaseRSSKiB, r.HoldRSSKiB = base.rss, held.rss
 		r.PeakRSSKiB = max(held.hwm, peakPoll.Load(), held.rss)
-		r.ProxyFDs, r.ProxyThreads = held.fds, held.threads
+		r.ProxyFDs, r.ProxyThreads, r.ProxyPipeFDs = held.fds, held.threads, held.pipe
 		if opened > 0 {
 			r.PerTunnelKiB = round(float64(held.rss-base.rss)/float64(opened), 1)
 		}

@@ -4,7 +4,9 @@
 //
 //	loadgen rate      new HTTPS connections per second through a proxy (or direct)
 //	loadgen download  one tunnel, one big GET, MiB/s, content checked by CRC
-//	loadgen idle      hold N tunnels with completed TLS handshakes, measure the proxy's RSS
+//	loadgen idle      hold N tunnels with completed TLS handshakes (and one GET), measure the proxy's RSS and fds
+//	loadgen relay     a bare CONNECT relay (internal/splice or io.Copy) to benchmark the byte relay alone
+//	loadgen copybench internal/splice against io.Copy in one process: MiB/s and the copy thread's CPU per GiB
 //	loadgen soak      thousands of connections with aborts and resets; leak and event checks
 //	loadgen report    the table of results, ratios and targets
 //	loadgen mkfile    a deterministic pseudo-random file and its CRC
@@ -41,6 +43,10 @@ func main() {
 		err = cmdIdle(args)
 	case "soak":
 		err = cmdSoak(args)
+	case "relay":
+		err = cmdRelay(args)
+	case "copybench":
+		err = cmdCopybench(args)
 	case "report":
 		err = cmdReport(args)
 	case "mkfile":
@@ -57,7 +63,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: loadgen rate|download|idle|soak|report|mkfile|freeports [flags] (-h for flags)")
+	fmt.Fprintln(os.Stderr, "usage: loadgen rate|download|idle|soak|relay|copybench|report|mkfile|freeports [flags] (-h for flags)")
 	os.Exit(2)
 }
 
@@ -229,6 +235,8 @@ type Result struct {
 	PeakRSSKiB   int64   `json:"peak_rss_kib,omitempty"`
 	PerTunnelKiB float64 `json:"per_tunnel_kib,omitempty"`
 	ProxyFDs     int     `json:"proxy_fds,omitempty"`
+	ProxyPipeFDs int     `json:"proxy_pipe_fds,omitempty"`
+	IdleGet      string  `json:"idle_get,omitempty"` // the path each tunnel fetched once before idling
 	ProxyThreads int     `json:"proxy_threads,omitempty"`
 
 	// filled by report when it folds repeated runs

@@ -22,6 +22,8 @@ var configs = []string{
 	"inspectproxy-passthrough-noui",
 	"inspectproxy-otlp",
 	"inspectproxy-passthrough-console",
+	"relay-iocopy",
+	"relay-splice",
 }
 
 func cmdReport(args []string) error {
@@ -116,8 +118,8 @@ func writeReport(w io.Writer, res map[string]Result) {
 		}
 	}
 
-	fmt.Fprintln(w, "| configuration | conn/s | p50 ms | p99 ms | errors | proxy CPU ms/conn | download MiB/s | proxy CPU s/GiB | idle tunnels open | peak RSS MiB | RSS per idle tunnel KiB | proxy fds held |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| configuration | conn/s | p50 ms | p99 ms | errors | proxy CPU ms/conn | download MiB/s | proxy CPU s/GiB | idle tunnels open | peak RSS MiB | RSS per idle tunnel KiB | proxy fds held | fds per idle tunnel |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, l := range labels {
 		row := []string{l}
 		if r, ok := get(l, "rate"); ok {
@@ -135,11 +137,11 @@ func writeReport(w io.Writer, res map[string]Result) {
 			if r.Errors > 0 {
 				open += fmt.Sprintf(" (%d failed)", r.Errors)
 			}
-			row = append(row, open, f1(float64(r.PeakRSSKiB)/1024), f1(r.PerTunnelKiB), fmt.Sprint(r.ProxyFDs))
+			row = append(row, open, f1(float64(r.PeakRSSKiB)/1024), f1(r.PerTunnelKiB), fmt.Sprint(r.ProxyFDs), fdsPerTunnel(r))
 		} else if ok {
-			row = append(row, fmt.Sprintf("%d/%d", r.Opened, r.Tunnels), "—", "—", "—")
+			row = append(row, fmt.Sprintf("%d/%d", r.Opened, r.Tunnels), "—", "—", "—", "—")
 		} else {
-			row = append(row, "—", "—", "—", "—")
+			row = append(row, "—", "—", "—", "—", "—")
 		}
 		fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
 	}
@@ -218,6 +220,25 @@ func writeReport(w io.Writer, res map[string]Result) {
 	cs, okCS := rate("inspectproxy-passthrough-console")
 	fmt.Fprintf(w, "| passthrough conn/s, console streaming ≥ 90%% of console off | %s vs %s (%s) | %s |\n", f1(cs), f1(nu), ratio(cs, nu, okCS, okNU), verdict(cs >= 0.9*nu, okCS && okNU))
 	fmt.Fprintf(w, "| passthrough conn/s, console on but not open, vs console off (within noise) | %s vs %s (%s) | see the ranges above |\n", f1(ip), f1(nu), ratio(ip, nu, okIP, okNU))
+	// Issue 13 §2: 9,000 idle tunnels, each after one request, at 2 fds.
+	r, okR := get("inspectproxy-passthrough", "idle")
+	okR = okR && r.PeakRSSKiB > 0 && r.Opened > 0
+	fpt := float64(r.ProxyFDs) / float64(max(r.Opened, 1))
+	fmt.Fprintf(w, "| 9,000 idle passthrough tunnels after a request, ≤ 2.1 fds and ≤ 32 KiB RSS each | %d/%d open (after GET %q), %s fds, %s KiB each | %s |\n",
+		r.Opened, r.Tunnels, r.IdleGet, fdsPerTunnel(r), f1(r.PerTunnelKiB),
+		verdict(r.Opened >= 9000 && r.Errors == 0 && r.IdleGet != "" && fpt <= 2.1 && r.PerTunnelKiB <= 32, okR))
+	cg, okCG := get("inspectproxy-passthrough", "download")
+	fmt.Fprintf(w, "| passthrough proxy CPU ≤ 0.69 s/GiB (the 2026-11-25 runs: 0.52–0.69) | %s s/GiB | %s |\n",
+		dash(cg.ProxyCPUSecPerGiB, "%.2f"), verdict(cg.ProxyCPUSecPerGiB <= 0.69, okCG && cg.ProxyCPUSecPerGiB > 0))
+}
+
+// fdsPerTunnel is the proxy's descriptors over the tunnels it held (its
+// few own descriptors included).
+func fdsPerTunnel(r Result) string {
+	if r.Opened == 0 || r.ProxyFDs == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", float64(r.ProxyFDs)/float64(r.Opened))
 }
 
 // spread is " (lo–hi)" when a value is the median of several runs.

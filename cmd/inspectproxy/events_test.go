@@ -30,6 +30,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testevents"
 	"github.com/inspectproxy/inspectproxy/internal/testtmpfs"
+	"github.com/inspectproxy/inspectproxy/internal/testtool"
 )
 
 var binary string
@@ -50,7 +51,7 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(testtool.IgnoreRSTWatch); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}

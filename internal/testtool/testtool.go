@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // Need returns the path of the command name.
@@ -83,3 +85,7 @@ func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 	}()
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 }
+
+// IgnoreRSTWatch is the goleak option for internal/rstwatch's one watcher
+// goroutine, which lives as long as the process by design.
+var IgnoreRSTWatch = goleak.IgnoreAnyFunction("github.com/inspectproxy/inspectproxy/internal/rstwatch.(*Watcher).loop")
