@@ -591,7 +591,7 @@ func recordDeviation(field string, d float64) {
 }
 
 // printDeviations prints, per field, the median and largest deviation of
-// the event from the wire (readme/wire.md "How exact is the record").
+// the event from the wire (README.md, "How exact is the record").
 func printDeviations() {
 	deviations.Lock()
 	defer deviations.Unlock()
