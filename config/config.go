@@ -140,8 +140,10 @@ type Access struct {
 
 // Limits bound what one client can hold.
 type Limits struct {
-	// MaxConnections caps concurrent client connections; more wait in the
-	// kernel's accept queue. Default 4096.
+	// MaxConnections caps concurrent client streams (HTTP, SOCKS5); one
+	// over it is answered at once (503, or SOCKS5 reply 0x01) and leaves an
+	// event. Lowered to fit the open-file limit (2 descriptors a tunnel).
+	// Default 4096.
 	MaxConnections int `mapstructure:"max_connections"`
 	// HeaderTimeout bounds reading a request's headers (slowloris). Default 10s.
 	HeaderTimeout time.Duration `mapstructure:"header_timeout"`

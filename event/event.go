@@ -79,8 +79,9 @@ type Event struct {
 	DNS *DNS `json:"dns,omitempty"`
 	// UDP is the flow of a kind "udp" event.
 	UDP *UDP `json:"udp,omitempty"`
-	// Limit names the per-connection bound (a limits.* key) that ended
-	// the connection or refused part of it, if any.
+	// Limit is the config key of the bound that ended the connection or
+	// refused part of it, if any: limits.max_connections,
+	// limits.header_timeout, wireguard.max_connections_per_peer, ...
 	Limit string `json:"limit,omitempty"`
 	// Truncated is true when a per-connection bound cut this record; Cut
 	// says what was left out.
@@ -102,8 +103,6 @@ type Cut struct {
 	URLs int `json:"urls,omitempty"`
 	// Headers is how many header fields were dropped.
 	Headers int `json:"headers,omitempty"`
-	// Bytes is what was removed to keep the line under limits.max_event_bytes.
-	Bytes int `json:"bytes,omitempty"`
 }
 
 // TCP times one upstream TCP connection and how it ended.
@@ -123,7 +122,7 @@ type TCP struct {
 	HalfCloseMS *float64 `json:"half_close_ms,omitempty"`
 	// RST is who reset the connection, if anyone: client, server, or
 	// proxy (a limit or shutdown cut it). RSTCause says why when known:
-	// data_after_close, linger0, proxy_idle_timeout, ...
+	// data_after_close, abort, proxy_idle_timeout, ...
 	RST      string `json:"rst,omitempty"`
 	RSTCause string `json:"rst_cause,omitempty"`
 	// RSTMS is when the reset was seen.

@@ -123,9 +123,9 @@ func TestUnservedConnectionsDescribed(t *testing.T) {
 	for _, tc := range []struct {
 		name, send, target, errPart, limit string
 	}{
-		{"431", "GET http://big.example/ HTTP/1.1\r\nHost: big.example\r\nX: " + strings.Repeat("a", 16<<10) + "\r\n\r\n", "big.example:80", "limits.max_header_bytes", "max_header_bytes"},
+		{"431", "GET http://big.example/ HTTP/1.1\r\nHost: big.example\r\nX: " + strings.Repeat("a", 16<<10) + "\r\n\r\n", "big.example:80", "limits.max_header_bytes", "limits.max_header_bytes"},
 		{"400", "GET http://bad.example/ HTTP/1.1\r\nHost: bad.example\r\nbroken header line\r\n\r\n", "bad.example:80", "answered 400", ""},
-		{"header timeout", "CONNECT slow.example:443 HTTP/1.1\r\n", "slow.example:443", "limits.header_timeout", "header_timeout"},
+		{"header timeout", "CONNECT slow.example:443 HTTP/1.1\r\n", "slow.example:443", "limits.header_timeout", "limits.header_timeout"},
 		{"nothing sent", "", "", "without sending a request", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,7 +201,7 @@ func TestUpstreamBoundsPerClient(t *testing.T) {
 	}
 	c.Close()
 	ev := h.event()
-	if ev.Limit != "max_upstreams_per_client_life" || len(ev.Upstreams) != 10 || !strings.Contains(ev.Error, "limits.max_upstreams_per_client_life (10)") {
+	if ev.Limit != "limits.max_upstreams_per_client_life" || len(ev.Upstreams) != 10 || !strings.Contains(ev.Error, "limits.max_upstreams_per_client_life (10)") {
 		t.Errorf("limit=%q upstreams=%d error=%q", ev.Limit, len(ev.Upstreams), ev.Error)
 	}
 }

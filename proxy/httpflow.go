@@ -130,7 +130,7 @@ func (s *session) startExchange(r *http.Request) (*exchange, *http.Response) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	ex := &exchange{s: s, i: -1, getConn: -1, gotConn: -1, wrote: -1, firstByte: -1}
-	if rec.ev.Limit == "max_upstreams_per_client_life" {
+	if rec.ev.Limit == "limits.max_upstreams_per_client_life" {
 		return nil, refusal(r, http.StatusServiceUnavailable, rec.ev.Error)
 	}
 	b := rec.bounds
@@ -295,9 +295,9 @@ func (s *session) dialUpstream(ctx context.Context, addr string) (net.Conn, erro
 	var lerr *limitError
 	switch {
 	case total >= s.lim.MaxUpstreamsPerClient:
-		lerr = &limitError{"max_upstreams_per_client_life", limitMsg("max_upstreams_per_client_life", s.lim.MaxUpstreamsPerClient)}
+		lerr = &limitError{"limits.max_upstreams_per_client_life", limitMsg("max_upstreams_per_client_life", s.lim.MaxUpstreamsPerClient)}
 	case s.open >= s.lim.MaxUpstreamsOpen:
-		lerr = &limitError{"max_upstreams_open", limitMsg("max_upstreams_open", s.lim.MaxUpstreamsOpen)}
+		lerr = &limitError{"limits.max_upstreams_open", limitMsg("max_upstreams_open", s.lim.MaxUpstreamsOpen)}
 	default:
 		s.open++
 	}

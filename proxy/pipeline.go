@@ -64,7 +64,7 @@ func (p *pipeline) Serve(st *stream.Stream) {
 			msg = "the proxy is shutting down"
 		}
 		rec.setKind(event.KindTunnel, st.Target)
-		rec.setLimit("max_connections", msg)
+		rec.setLimit("limits.max_connections", msg)
 		st.Refuse(stream.Refusal{Reason: stream.Overloaded, Err: errors.New(msg)})
 		rec.finish(nil)
 		return

@@ -185,7 +185,8 @@ func (r *record) setError(msg string) {
 	}
 }
 
-// setLimit records that a per-connection bound was reached.
+// setLimit records that a bound was reached; key is its config key
+// (limits.max_connections).
 func (r *record) setLimit(key, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

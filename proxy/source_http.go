@@ -180,7 +180,7 @@ func (cc *clientConn) overflow() {
 	if cc.slot {
 		msg = "the proxy is shutting down"
 	}
-	cc.rec.setLimit("max_connections", msg)
+	cc.rec.setLimit("limits.max_connections", msg)
 	cc.handled.Store(true)
 	_ = cc.SetWriteDeadline(time.Now().Add(cc.src.lim.HeaderTimeout))
 	body := "inspectproxy: " + msg + "\n"
@@ -205,7 +205,7 @@ func (cc *clientConn) describeUnserved(ev *event.Event) {
 	switch {
 	case bytes.HasPrefix(wrote, []byte("HTTP/1.1 431")):
 		ev.Error = fmt.Sprintf("request headers larger than limits.max_header_bytes (%d bytes): answered 431", lim.MaxHeaderBytes)
-		ev.Limit = "max_header_bytes"
+		ev.Limit = "limits.max_header_bytes"
 	case bytes.HasPrefix(wrote, []byte("HTTP/1.1 400")):
 		why := "malformed request"
 		if i := bytes.Index(wrote, []byte("\r\n\r\n")); i >= 0 {
@@ -214,10 +214,10 @@ func (cc *clientConn) describeUnserved(ev *event.Event) {
 		ev.Error = fmt.Sprintf("%s: answered 400; the request began %q", why, firstLine(head))
 	case errors.Is(rerr, os.ErrDeadlineExceeded) && len(head) > 0:
 		ev.Error = fmt.Sprintf("request headers not complete within limits.header_timeout (%s); the request began %q", lim.HeaderTimeout, firstLine(head))
-		ev.Limit = "header_timeout"
+		ev.Limit = "limits.header_timeout"
 	case errors.Is(rerr, os.ErrDeadlineExceeded):
 		ev.Error = fmt.Sprintf("no request within limits.header_timeout (%s)", lim.HeaderTimeout)
-		ev.Limit = "header_timeout"
+		ev.Limit = "limits.header_timeout"
 	case len(head) == 0:
 		ev.Error = "the client closed the connection without sending a request"
 	default:

@@ -77,7 +77,7 @@ func (s *socksSource) handle(c *net.TCPConn, slot bool, start time.Time) {
 		return
 	case !slot:
 		refuse(socks5.GeneralFailure, limitMsg("max_connections", cap(s.conns.slots)))
-		rec.update(func(ev *event.Event) { ev.Limit = "max_connections" })
+		rec.update(func(ev *event.Event) { ev.Limit = "limits.max_connections" })
 		return
 	case s.conns.inShutdown():
 		refuse(socks5.GeneralFailure, "the proxy is shutting down")

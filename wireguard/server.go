@@ -100,6 +100,9 @@ type Options struct {
 const (
 	LimitPerPeer = "wireguard.max_connections_per_peer"
 	LimitTotal   = "wireguard.max_connections"
+	// LimitShutdown is not a bound: the flow came as the server stopped,
+	// and its event has no limit.
+	LimitShutdown = "shutdown"
 )
 
 // Server is a running WireGuard server.
@@ -372,13 +375,22 @@ func (s *Server) inTunnel(a netip.Addr) bool {
 	return s.opts.Network.Contains(a) || (s.opts.Network6.IsValid() && s.opts.Network6.Contains(a))
 }
 
+// limitKey is what an event's limit says: the config key, or nothing for
+// a flow refused at shutdown.
+func limitKey(limit string) string {
+	if limit == LimitShutdown {
+		return ""
+	}
+	return limit
+}
+
 // admit counts a flow against the caps; release undoes it.
 func (s *Server) admit(peer string) (release func(), limit string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.closing:
-		return nil, "shutdown"
+		return nil, LimitShutdown
 	case s.total >= s.opts.MaxConnections:
 		return nil, LimitTotal
 	case s.perPeer[peer] >= s.opts.MaxConnectionsPerPeer:

@@ -83,7 +83,7 @@ func (s *Server) emitRefusedTCP(start time.Time, src, dst netip.AddrPort, peer s
 	s.log.Warn("wireguard flow over a limit", zap.String("peer", peer), zap.Stringer("dst", dst), zap.String("limit", limit))
 	s.opts.Emit(&event.Event{
 		ID: s.newID(), Start: start, End: now, Client: src.String(), Target: targetOf(dst, l),
-		Kind: event.KindTunnel, Source: event.SourceWireGuard, Peer: peer, Limit: limit,
+		Kind: event.KindTunnel, Source: event.SourceWireGuard, Peer: peer, Limit: limitKey(limit),
 		TCP:   &event.TCP{RST: event.SideProxy, DurationMS: timing.MS(now.Sub(start))},
 		Error: fmt.Sprintf("wireguard: %s reached; the device got a reset", limit),
 	})

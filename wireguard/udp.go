@@ -199,7 +199,7 @@ func (r *refusedFlows) note(src, dst netip.AddrPort, peer string, payload []byte
 		}
 		f = &refusedFlow{ev: &event.Event{
 			ID: r.s.newID(), Start: now, Client: src.String(), Target: targetOf(dst, r.s.lookup(peer, dst.Addr())),
-			Kind: event.KindUDP, Source: event.SourceWireGuard, Peer: peer, Limit: limit, Error: why,
+			Kind: event.KindUDP, Source: event.SourceWireGuard, Peer: peer, Limit: limitKey(limit), Error: why,
 			UDP: &event.UDP{Remote: dst.String(), Verdict: VerdictRefused},
 		}}
 		if dst.Port() == 443 {

@@ -227,12 +227,12 @@ func TestChromiumAgainstTheWire(t *testing.T) {
 					t.Fatalf("the upstream leg is not in the capture; event kind %s target %s error %q, client sent %q", ev.Kind, ev.Target, ev.Error, l.client.Client.Stream[:min(len(l.client.Client.Stream), 200)])
 				}
 				// A browser's close is held to 5 ms. Chromium keeps its
-			// connections idle for a few hundred milliseconds before it
-			// closes them; on this project's virtual machines the proxy's
-			// thread then wakes 1-4 ms after the kernel stamped the FIN
-			// (an idle vCPU must be woken), where the scripted scenarios,
-			// which close at once, hold ±0.5 ms.
-			w := check(t, ev, l, expect{finTolerance: 5}, late)
+				// connections idle for a few hundred milliseconds before it
+				// closes them; on this project's virtual machines the proxy's
+				// thread then wakes 1-4 ms after the kernel stamped the FIN
+				// (an idle vCPU must be woken), where the scripted scenarios,
+				// which close at once, hold ±0.5 ms.
+				w := check(t, ev, l, expect{finTolerance: 5}, late)
 				reproduced = reproduced || w.firstFIN == "client" && w.rst == "client" && w.rstCause == "data_after_close"
 			})
 		}

@@ -54,12 +54,12 @@ type Capture struct {
 	via    netip.AddrPort
 	token  []byte
 
-	mu      sync.Mutex
-	raw     [][]byte // frames as captured, for WritePcapng
-	rawCI   []gopacket.CaptureInfo
-	last    time.Time // when the last packet was read
-	since   time.Time
-	done    chan error
+	mu    sync.Mutex
+	raw   [][]byte // frames as captured, for WritePcapng
+	rawCI []gopacket.CaptureInfo
+	last  time.Time // when the last packet was read
+	since time.Time
+	done  chan error
 	// abandon tells read to give up waiting for the marker; read alone
 	// closes the ring, which must not be unmapped under a read.
 	abandon atomic.Bool
