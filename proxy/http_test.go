@@ -49,6 +49,10 @@ func TestPlainHTTPReuse(t *testing.T) {
 	if u.TCP.ConnectMS == nil || u.TCP.FirstFIN != event.SideProxy || u.TCP.BytesDown == 0 {
 		t.Errorf("upstream tcp: %+v", u.TCP)
 	}
+	// The proxy dialled this one: its FIN is the originator's F.
+	if u.TCP.History != "ShDdF" {
+		t.Errorf("upstream history %q, want ShDdF", u.TCP.History)
+	}
 	if ev.TCP == nil || ev.TCP.ConnectMS == nil {
 		t.Errorf("tcp should be the first upstream: %+v", ev.TCP)
 	}

@@ -94,3 +94,13 @@ func TestSetupPageRefusesOthers(t *testing.T) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	h.event()
 }
+
+// OPTIONS * is the proxy's, setup page or not.
+func TestOptionsStarWithSetupPage(t *testing.T) {
+	h := setupProxy(t, nil)
+	resp, _ := rawRequest(t, h.addr, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", true)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Allow") == "" {
+		t.Errorf("OPTIONS *: %d %v, want 200 with Allow", resp.StatusCode, resp.Header)
+	}
+	h.event()
+}

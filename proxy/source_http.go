@@ -271,7 +271,8 @@ func (s *httpSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cc.handled.Store(true)
-	setup := s.setup != nil && onboard.IsSetup(r)
+	optionsStar := r.Method == http.MethodOptions && r.RequestURI == "*"
+	setup := s.setup != nil && !optionsStar && onboard.IsSetup(r)
 	if code, msg := s.admit(r, setup); code != 0 {
 		cc.refuse(w, r, code, msg)
 		return
@@ -284,7 +285,7 @@ func (s *httpSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cc.refuse(w, r, http.StatusBadRequest, "the setup page is plain HTTP: open http://"+onboard.Host+"/")
 	case r.Method == http.MethodConnect:
 		s.connect(cc, w, r)
-	case r.Method == http.MethodOptions && r.RequestURI == "*":
+	case optionsStar:
 		w.Header().Set("Allow", "OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE, CONNECT")
 		cc.rec.setKind(event.KindHTTP, r.Host)
 		w.WriteHeader(http.StatusOK)

@@ -53,11 +53,13 @@ func (c *Close) Mark(side string, letter byte) {
 }
 
 // letterFor is letter as side writes it.
+// The proxy's own reset is '!'; its FIN on an upstream it dialled is the
+// originator's, upper case.
 func letterFor(side string, letter byte) byte {
-	switch side {
-	case sideServer:
+	switch {
+	case side == sideServer:
 		return letter | 0x20 // lower case
-	case sideProxy:
+	case side == sideProxy && letter == HistRST:
 		return HistProxyCut
 	}
 	return letter &^ 0x20
