@@ -38,7 +38,10 @@ func Absent(ev *event.Event) string {
 	case event.KindDNS, event.KindUDP, event.KindGap:
 		return "not a TCP connection: ATS judges URLSession loads over TCP"
 	}
-	if oc := outcome.Of(ev); !oc.Reached {
+	switch oc := outcome.Of(ev); {
+	case oc.ByProxy():
+		return "answered by the proxy itself: " + oc.Detail
+	case !oc.Reached:
 		return NeverConnected + ": " + oc.Reason + ": " + oc.Detail
 	}
 	return ""

@@ -219,8 +219,12 @@ func BuildReport(next func() (*event.Event, error), app *AppPolicy) (*Report, er
 		case event.KindDNS, event.KindUDP:
 			continue
 		}
+		oc := outcome.Of(ev)
+		if oc.ByProxy() {
+			continue // the setup page: nothing an app loads
+		}
 		rep.Connections++
-		if oc := outcome.Of(ev); !oc.Reached {
+		if !oc.Reached {
 			rep.neverConnected(ev.Target, oc.Reason)
 			continue
 		}

@@ -12,9 +12,11 @@
 package outcome
 
 import (
+	"net"
 	"strings"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/onboard"
 )
 
 // Failure classes.
@@ -59,11 +61,19 @@ type Outcome struct {
 // Failed reports whether the connection failed.
 func (o Outcome) Failed() bool { return o.Reason != "" }
 
+// ByProxy reports a connection the proxy answered itself (its setup page):
+// it reached no server and did not fail.
+func (o Outcome) ByProxy() bool { return !o.Reached && o.Reason == "" }
+
 // Of classifies ev.
 func Of(ev *event.Event) Outcome {
 	switch ev.Kind {
 	case event.KindGap, event.KindDNS, event.KindUDP:
 		return Outcome{Reached: true}
+	}
+	if host, _, _ := net.SplitHostPort(ev.Target); strings.EqualFold(host, onboard.Host) {
+		// The proxy's own setup page: it served the client itself.
+		return Outcome{Detail: "the proxy's setup page"}
 	}
 	if ev.Target == "" && ev.TCP == nil && len(ev.HTTP) == 0 && len(ev.Upstreams) == 0 {
 		return Outcome{Reason: NoRequest, Detail: firstNonEmpty(ev.Error, "no request before the connection closed")}
@@ -242,7 +252,8 @@ func Classify(text string) string {
 		return Refused
 	case has("network is unreachable", "no route to host", "host is unreachable"):
 		return Unreachable
-	case has("destination denied", "not allowed", "proxy auth", "proxy-authorization", "forbidden", "is a proxy:", "a loop", "too many connections"):
+	case has("destination denied", "not allowed", "proxy auth", "proxy-authorization", "forbidden", "is a proxy:", "a loop", "too many connections",
+		"access: ", "limits.", "setup page", "shutting down"):
 		return ProxyRefused
 	case has("x509:", "certificate", "verify"):
 		return Verify

@@ -40,6 +40,10 @@ func TestClassify(t *testing.T) {
 		"tls: failed to verify certificate: x509: certificate signed by unknown authority": Verify,
 		"remote error: tls: handshake failure":                                             TLSAlert,
 		"something new":                                                                    Other,
+		// The proxy's own refusals, in its own words (proxy/, access/).
+		`access: bad authority "127.1:80": numeric host that is not a dotted-quad IPv4 address`: ProxyRefused,
+		"the setup page is plain HTTP: open http://inspectproxy.setup/":                         ProxyRefused,
+		"limits.max_connections (4096) reached":                                                 ProxyRefused,
 	} {
 		if got := Classify(text); got != want {
 			t.Errorf("Classify(%q) = %s, want %s", text, got, want)
@@ -47,5 +51,13 @@ func TestClassify(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(Classes(), ","), "proxy_refused") {
 		t.Error("Classes lacks proxy_refused")
+	}
+}
+
+// The setup page is the proxy's own: neither a failure nor a server.
+func TestSetupPageIsNotAFailure(t *testing.T) {
+	o := Of(&event.Event{Kind: event.KindHTTP, Target: "inspectproxy.setup:80"})
+	if o.Failed() || o.Reached {
+		t.Errorf("setup page visit: %+v", o)
 	}
 }

@@ -74,6 +74,9 @@ func (b *builder) add(ev *event.Event) {
 		b.end = ev.End
 	}
 	oc := outcome.Of(ev)
+	if oc.ByProxy() {
+		return // the proxy's setup page: no latency to report
+	}
 	if oc.Failed() {
 		b.failure(ev, oc)
 	}
