@@ -45,6 +45,8 @@ type ReadOptions struct {
 	Lean bool
 	// NoChain skips certificate chains too (tls.chain left empty).
 	NoChain bool
+	// Headers keeps the HTTP header fields that Lean skips (HAR has them).
+	Headers bool
 	// Workers is how many goroutines decode lines. 0 or 1 decodes in Next;
 	// more decode batches of lines in parallel, in order. Call Close when
 	// not reading to the end.
@@ -204,10 +206,14 @@ func (s *lineSource) next() (line, error) {
 // not asked for faster still (bench/RESULTS.md has the profile figures).
 func decoder(o ReadOptions) func([]byte) (*Event, error) {
 	switch {
+	case o.NoChain && o.Headers:
+		return decodeLean[leanTLSNoChain, *leanTLSNoChain, HTTP, *HTTP]
 	case o.NoChain:
-		return decodeLean[leanTLSNoChain]
+		return decodeLean[leanTLSNoChain, *leanTLSNoChain, leanHTTP, *leanHTTP]
+	case o.Lean && o.Headers:
+		return decodeLean[leanTLS, *leanTLS, HTTP, *HTTP]
 	case o.Lean:
-		return decodeLean[leanTLS]
+		return decodeLean[leanTLS, *leanTLS, leanHTTP, *leanHTTP]
 	}
 	return func(b []byte) (*Event, error) {
 		var ev Event
@@ -261,25 +267,35 @@ type leanHTTP struct {
 	ResponseHeaders skip `json:"response_headers"`
 }
 
+func (h *leanHTTP) http() HTTP { return h.HTTP }
+
+// http makes HTTP its own lean form, for readers that keep the headers.
+func (h *HTTP) http() HTTP { return *h }
+
 type leanUpstream[T any] struct {
 	Upstream
 	TLS *T `json:"tls"`
 }
 
-type leanEvent[T any] struct {
+type leanEvent[T, H any] struct {
 	Event
 	TLS       *T                `json:"tls"`
 	Upstreams []leanUpstream[T] `json:"upstreams"`
-	HTTP      []leanHTTP        `json:"http"`
+	HTTP      []H               `json:"http"`
 }
 
 type tlsHolder interface{ tls() *TLS }
 
+type httpHolder interface{ http() HTTP }
+
 func decodeLean[T any, PT interface {
 	*T
 	tlsHolder
+}, H any, PH interface {
+	*H
+	httpHolder
 }](b []byte) (*Event, error) {
-	var l leanEvent[T]
+	var l leanEvent[T, H]
 	if err := safeUnmarshal(b, &l); err != nil {
 		return nil, err
 	}
@@ -299,7 +315,7 @@ func decodeLean[T any, PT interface {
 	if len(l.HTTP) > 0 {
 		ev.HTTP = make([]HTTP, len(l.HTTP))
 		for i := range l.HTTP {
-			ev.HTTP[i] = l.HTTP[i].HTTP
+			ev.HTTP[i] = PH(&l.HTTP[i]).http()
 		}
 	}
 	return &ev, nil

@@ -55,7 +55,7 @@ func WriteHAR(w io.Writer, r io.Reader, opts Options) error {
 		_, err = bw.Write(b)
 		return err
 	}
-	st, err := scan(r, opts, func(ev *event.Event) error {
+	st, err := scan(r, opts, true, func(ev *event.Event) error {
 		if ev.Kind == event.KindTunnel {
 			return entry(tunnelEntry(ev))
 		}
@@ -196,11 +196,30 @@ func newEntry(start time.Time, method, u, proto string) *harEntry {
 	}
 }
 
+// harHeaders is an event's header fields as HAR name-value pairs (secrets
+// already redacted by the proxy).
+func harHeaders(hs []event.Header) []harNV {
+	out := make([]harNV, len(hs))
+	for i, h := range hs {
+		out[i] = harNV{Name: h.Name, Value: h.Value}
+	}
+	return out
+}
+
 // httpEntry is the entry of one http or mitm request.
 func httpEntry(ev *event.Event, rq *event.HTTP) *harEntry {
 	up := upstream(ev, rq.UpstreamID)
 	e := newEntry(ev.Start.Add(msDuration(rq.StartMS)), rq.Method, absURL(ev, up, rq.URL), rq.Proto)
 	e.Comment = rq.Error
+	if len(rq.RequestHeaders) > 0 {
+		e.Request.Headers, e.Request.HeadersSize = harHeaders(rq.RequestHeaders), rq.RequestHeadersSize
+	}
+	if rq.RequestBodySize > 0 {
+		e.Request.BodySize = rq.RequestBodySize
+	}
+	if len(rq.ResponseHeaders) > 0 {
+		e.Response.Headers, e.Response.HeadersSize = harHeaders(rq.ResponseHeaders), rq.ResponseHeadersSize
+	}
 	if rq.Status != 0 {
 		e.Response.Status = rq.Status
 		e.Response.StatusText = http.StatusText(rq.Status)

@@ -200,7 +200,7 @@ type Close struct {
 // Build reads events from r and computes the report.
 func Build(r io.Reader, opts Options) (*Report, error) {
 	b := newBuilder(opts)
-	st, err := scan(r, opts, func(ev *event.Event) error {
+	st, err := scan(r, opts, false, func(ev *event.Event) error {
 		b.add(ev)
 		return nil
 	})
@@ -234,9 +234,9 @@ const progressStep = 64 << 20
 // last line after a crash, a line over event.MaxLine) are skipped and
 // counted; an input with no event at all is an error. Read errors and fn's
 // errors end the scan.
-func scan(r io.Reader, opts Options, fn func(*event.Event) error) (scanStats, error) {
+func scan(r io.Reader, opts Options, headers bool, fn func(*event.Event) error) (scanStats, error) {
 	var st scanStats
-	er := event.NewReaderOptions(r, event.ReadOptions{Lean: true, NoChain: true, Workers: event.Workers()})
+	er := event.NewReaderOptions(r, event.ReadOptions{Lean: true, NoChain: true, Headers: headers, Workers: event.Workers()})
 	defer er.Close()
 	consumed := er.BytesRead
 	if c, ok := r.(interface{ Consumed() int64 }); ok {

@@ -223,8 +223,8 @@ func TestProgress(t *testing.T) {
 		last  string
 	}{
 		// Input is decoded in batches of 512 kB: this file is one.
-		{"size known", int64(len(in)), 1, "\rreading events: 100% of 9.6 kB, 11 events\n"},
-		{"size unknown", 0, 1, "\rreading events: 9.6 kB, 11 events\n"},
+		{"size known", int64(len(in)), 1, "\rreading events: 100% of 9.9 kB, 11 events\n"},
+		{"size unknown", 0, 1, "\rreading events: 9.9 kB, 11 events\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
@@ -239,7 +239,7 @@ func TestProgress(t *testing.T) {
 	}
 }
 
-// TestNoProgressForSmallFiles: a 9.6 kB file is read before anyone could
+// TestNoProgressForSmallFiles: a 9.9 kB file is read before anyone could
 // read a progress line.
 func TestNoProgressForSmallFiles(t *testing.T) {
 	in, err := os.ReadFile(goldenEvents)
