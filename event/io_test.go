@@ -70,33 +70,40 @@ func TestLeanAndParallelDecode(t *testing.T) {
 		}
 		in.Write(b)
 	}
-	var want []Event
-	for l := range strings.Lines(in.String()) {
-		var ev Event
-		if err := json.Unmarshal([]byte(l), &ev); err != nil {
-			t.Fatal(err)
+	for _, headers := range []bool{false, true} {
+		var want []Event
+		for l := range strings.Lines(in.String()) {
+			var ev Event
+			if err := json.Unmarshal([]byte(l), &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.TLS != nil {
+				ev.TLS.ClientHello, ev.TLS.ServerHello, ev.TLS.JA3, ev.TLS.JA3Hash, ev.TLS.JA4, ev.TLS.JA3S, ev.TLS.JA3SHash = nil, nil, "", "", "", "", ""
+			}
+			for i := range ev.HTTP {
+				if !headers {
+					ev.HTTP[i].RequestHeaders, ev.HTTP[i].ResponseHeaders = nil, nil
+				}
+			}
+			want = append(want, ev)
 		}
-		if ev.TLS != nil {
-			ev.TLS.ClientHello, ev.TLS.ServerHello, ev.TLS.JA3, ev.TLS.JA3Hash, ev.TLS.JA4, ev.TLS.JA3S, ev.TLS.JA3SHash = nil, nil, "", "", "", "", ""
+		r := NewReaderOptions(bytes.NewReader(in.Bytes()), ReadOptions{Lean: true, Headers: headers, Workers: 4})
+		for i := range want {
+			got, err := r.Next()
+			if err != nil {
+				t.Fatalf("headers=%v, event %d: %v", headers, i, err)
+			}
+			if !reflect.DeepEqual(*got, want[i]) {
+				t.Fatalf("headers=%v, event %d differs:\n got %+v\nwant %+v", headers, i, *got, want[i])
+			}
 		}
-		want = append(want, ev)
-	}
-	r := NewReaderOptions(bytes.NewReader(in.Bytes()), ReadOptions{Lean: true, Workers: 4})
-	defer r.Close()
-	for i := range want {
-		got, err := r.Next()
-		if err != nil {
-			t.Fatalf("event %d: %v", i, err)
+		if _, err := r.Next(); err != io.EOF {
+			t.Fatalf("after the last event: %v", err)
 		}
-		if !reflect.DeepEqual(*got, want[i]) {
-			t.Fatalf("event %d differs:\n got %+v\nwant %+v", i, *got, want[i])
+		if r.BytesRead() != int64(in.Len()) {
+			t.Errorf("BytesRead %d, want %d", r.BytesRead(), in.Len())
 		}
-	}
-	if _, err := r.Next(); err != io.EOF {
-		t.Fatalf("after the last event: %v", err)
-	}
-	if r.BytesRead() != int64(in.Len()) {
-		t.Errorf("BytesRead %d, want %d", r.BytesRead(), in.Len())
+		r.Close()
 	}
 }
 
