@@ -60,7 +60,7 @@ func (ff *filterFlags) add(f *pflag.FlagSet) {
 	f.StringSliceVar(&ff.excludeHosts, "exclude-host", nil, "leave out targets matching these globs")
 	f.StringVar(&ff.since, "since", "", "only connections accepted at or after this time (RFC 3339)")
 	f.StringVar(&ff.until, "until", "", "only connections accepted before this time (RFC 3339)")
-	f.StringSliceVar(&ff.kinds, "kind", nil, "only these kinds: tunnel, mitm, http")
+	f.StringSliceVar(&ff.kinds, "kind", nil, "only these kinds: tunnel, mitm, http, dns, udp")
 	f.BoolVar(&ff.failedOnly, "failed-only", false, "only connections that failed")
 	f.BoolVar(&ff.noFailed, "no-failed", false, "leave out connections that failed")
 	f.StringSliceVar(&ff.noise, "exclude-os-noise", nil, "leave out the hosts an OS or browser contacts on its own: ios, android, chrome (lists in the README)")
