@@ -187,6 +187,13 @@ func ptr[T any](v T) *T { return &v }
 
 // logSummary is the one log line per connection: the layers in order.
 func logSummary(log *zap.Logger, ev *event.Event) {
+	level := zap.InfoLevel
+	if ev.Error != "" {
+		level = zap.WarnLevel
+	}
+	if !log.Core().Enabled(level) {
+		return // building the fields is most of a line's cost
+	}
 	f := []zap.Field{zap.String("kind", ev.Kind)}
 	if tcp := ev.TCP; tcp != nil {
 		if tcp.DNSMS != nil {

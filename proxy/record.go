@@ -147,7 +147,8 @@ const baseEventSize = 8 << 10
 func newRecord(id string, start time.Time, client, source string, log *zap.Logger, out *emitter, b recordBounds) *record {
 	r := &record{start: start, out: out, bounds: b, size: baseEventSize, phase: PhaseAccepted}
 	r.ev = event.Event{ID: id, Start: start.UTC(), Client: client, Kind: event.KindHTTP, Source: source}
-	r.log = log.With(zap.String("id", id), zap.String("client", client))
+	// Lazy: most streams never log, and With encodes its fields at once.
+	r.log = log.WithLazy(zap.String("id", id), zap.String("client", client))
 	out.track(r, true)
 	return r
 }
@@ -265,7 +266,7 @@ func (r *record) finish(build func(ev *event.Event)) {
 		if r.release != nil {
 			r.release()
 		}
-		r.out.emit(&ev, r.log.With(zap.String("target", ev.Target)))
+		r.out.emit(&ev, r.log.WithLazy(zap.String("target", ev.Target)))
 	})
 }
 

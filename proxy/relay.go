@@ -43,10 +43,10 @@ type relay struct {
 	// unsent is, by direction, what a reset discarded from the socket it
 	// was written into: counted as written, it never reached the wire.
 	unsent [2]atomic.Int64
-	// afterFIN counts bytes written into a side after its FIN arrived, as
-	// far as the copy loops know; sentAtFIN is what the kernel had sent
-	// into that socket when its FIN arrived, for the splice path: if that
-	// side then resets, the cause is data after close.
+	// afterFIN counts bytes written into a side after its FIN arrived:
+	// if that side then resets, the cause is data after close. sentAtFIN
+	// is what the kernel had sent into it when its FIN arrived, for when
+	// the reset is seen before the copy has counted what caused it.
 	afterFIN  [2]atomic.Int64 // by side: client, server
 	sentAtFIN [2]atomic.Int64 // by side; -1 while unknown
 	// lastRecv is when each direction last read data, for idle_timeout
@@ -54,6 +54,7 @@ type relay struct {
 	lastRecv  [2]atomic.Int64
 	helloWait atomic.Bool // the client sent nothing within hello_timeout
 	aborted   atomic.Bool
+	closeMu   sync.Mutex // held by whoever closes the sockets
 	halfClose sync.Once
 	hcTimer   atomic.Pointer[time.Timer]
 	watchMu   sync.Mutex
@@ -66,11 +67,11 @@ type relay struct {
 func newRelay(client stream.Conn, server *net.TCPConn, tr *tlsinfo.Tracker, lim config.Limits,
 	since func() time.Duration, onCut func(any, func()) func(), cl *timing.Close, pipes *splice.Pool) *relay {
 	r := &relay{client: client, server: server, tracker: tr, lim: lim, since: since, onCut: onCut, close: cl, pipes: pipes}
+	r.sentAtFIN[clientSide].Store(-1)
+	r.sentAtFIN[serverSide].Store(-1)
 	if t, ok := client.(stream.TCP); ok {
 		r.clientTCP = t.TCPConn
 	}
-	r.sentAtFIN[0].Store(-1)
-	r.sentAtFIN[1].Store(-1)
 	return r
 }
 
@@ -111,7 +112,14 @@ func (r *relay) run(early []byte, earlyFed bool) {
 		tm.Stop()
 	}
 	r.settle()
-	r.aborted.Store(true) // both directions are over; timers stand down
+	// Both directions are over; timers stand down. An abort still under
+	// way on another goroutine (the reset watcher, a timer) finishes
+	// first: it owns the sockets and what it reads from them.
+	r.closeMu.Lock()
+	defer r.closeMu.Unlock()
+	if r.aborted.Swap(true) {
+		return
+	}
 	r.stopWatches()
 	_ = r.client.Close()
 	_ = r.server.Close()
@@ -248,6 +256,11 @@ func (r *relay) moved(e endpoints, dir tlsinfo.Direction, n int64) {
 func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bool) {
 	at := r.since()
 	if r.aborted.Load() {
+		// The proxy is resetting both sides: reads end with ErrClosed;
+		// an EOF still read is the peer's own FIN, which came first.
+		if err == io.EOF {
+			r.close.FIN(sideName(e.srcSide), at)
+		}
 		return
 	}
 	src, dst := sideName(e.srcSide), sideName(e.dstSide)
@@ -257,11 +270,15 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 		// FIN is in CLOSE_WAIT; one that was reset is closed, which a
 		// socket also is once both FINs passed and the proxy's was first
 		// (Linux hands TIME_WAIT to a socket of its own).
-		proxyFINFirst := r.close.HasFIN(sideName(e.dstSide))
-		if si, ok := timing.Info(e.srcTCP); ok && si.Closed && !si.PeerFIN && !proxyFINFirst {
-			r.peerReset(e.srcSide, at)
-			r.tracker.Reset(dir, at)
-			return
+		// Only while the other direction still writes into this socket
+		// can it have taken the reset: once it is over (the proxy's FIN
+		// went first), an EOF is a FIN.
+		if !r.close.HasFIN(sideName(e.dstSide)) {
+			if si, ok := timing.Info(e.srcTCP); ok && si.Closed && !si.PeerFIN {
+				r.peerReset(e.srcSide, at)
+				r.tracker.Reset(dir, at)
+				return
+			}
 		}
 	}
 	switch {
@@ -279,11 +296,12 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 			return
 		}
 		// The source has closed its sending side; the other direction
-		// still writes into it. If it closed the whole socket, its kernel
-		// will answer that data with a reset no read would see.
+		// still writes into it. It may reset later (it closed the whole
+		// socket and data reached it, or it aborts), which no read would
+		// see: watch for it, to pass it on.
 		if e.srcTCP != nil {
 			if si, ok := timing.Info(e.srcTCP); ok {
-				r.sentAtFIN[e.srcSide].Store(int64(si.BytesSent + uint64(si.NotSent)))
+				r.sentAtFIN[e.srcSide].Store(int64(si.BytesSent - si.BytesRetrans))
 			}
 			r.watchReset(e.srcSide, e.srcTCP)
 		}
@@ -343,26 +361,28 @@ func (r *relay) resetSide(err error, e endpoints, writeErr bool) int {
 // side, as the peer of a direct connection would have seen it.
 func (r *relay) peerReset(side int, at time.Duration) {
 	cause := "abort"
-	if r.afterFIN[side].Load() > 0 || r.sentSinceFIN(side) {
+	if r.dataAfterFIN(side) {
 		cause = "data_after_close"
 	}
 	r.close.RST(sideName(side), cause, at)
 	r.abort()
 }
 
-// sentSinceFIN asks the kernel whether data went into side's socket after
-// its FIN arrived (the splice path does not count as it goes).
-func (r *relay) sentSinceFIN(side int) bool {
-	base := r.sentAtFIN[side].Load()
+// dataAfterFIN reports whether data reached side after its FIN: the
+// kernel's count of what it sent there since, for a kernel socket (what
+// the copy counts in user space may be counted after the reset it caused
+// is seen), else the copy's count.
+func (r *relay) dataAfterFIN(side int) bool {
 	c := r.server
 	if side == clientSide {
 		c = r.clientTCP
 	}
-	if base < 0 || c == nil {
-		return false
+	base := r.sentAtFIN[side].Load()
+	if c == nil || base < 0 {
+		return r.afterFIN[side].Load() > 0
 	}
 	si, ok := timing.Info(c)
-	return ok && int64(si.BytesSent+uint64(si.NotSent)) > base
+	return ok && int64(si.BytesSent-si.BytesRetrans) > base
 }
 
 // watchReset watches a socket whose peer sent FIN for the reset its
@@ -440,36 +460,42 @@ func (r *relay) settle() {
 
 // abort ends both sides at once: the peers see a reset.
 func (r *relay) abort() {
+	r.closeMu.Lock()
+	defer r.closeMu.Unlock()
 	if r.aborted.Swap(true) {
 		return
 	}
 	r.stopWatches()
-	r.beforeReset()
-	_ = r.client.Abort()
-	_ = r.server.SetLinger(0)
-	_ = r.server.Close()
+	at := r.since()
+	for side := range 2 {
+		r.reset(side, at)
+	}
 }
 
-// beforeReset reads from the kernel what a reset is about to discard, so
-// the event keeps what happened on the wire: a FIN that arrived on a side
-// nobody was reading any more, and data written into a socket but never
-// sent (the reset drops it: it never left the proxy).
-func (r *relay) beforeReset() {
-	at := r.since()
-	for side, c := range [2]*net.TCPConn{r.clientTCP, r.server} {
-		if c == nil {
-			continue
-		}
-		si, ok := timing.Info(c)
-		if !ok {
-			continue
-		}
+// reset closes one side so that its peer sees a reset, reading from the
+// kernel first what the reset is about to discard, so the event keeps
+// what happened on the wire: a FIN that arrived on a side nobody was
+// reading any more, and data written into the socket but never sent. The
+// reading is the last thing before the close: on loopback what is queued
+// leaves within microseconds once the peer's window opens.
+func (r *relay) reset(side int, at time.Duration) {
+	c := r.server
+	if side == clientSide {
+		c = r.clientTCP
+	}
+	if c == nil { // a client that is not a kernel socket
+		_ = r.client.Abort()
+		return
+	}
+	_ = c.SetLinger(0)
+	if si, ok := timing.Info(c); ok {
 		// After the proxy's own FIN, the peer's FIN leaves the socket
 		// closed rather than in CLOSE_WAIT (Linux hands TIME_WAIT to a
 		// socket of its own); unless that peer is the one resetting.
 		other := sideName(1 - side)
-		finished := si.Closed && r.close.HasFIN(other) && r.close.Snapshot().RST != sideName(side)
-		if (si.PeerFIN || finished) && !r.close.HasFIN(sideName(side)) {
+		resetting := r.close.Snapshot().RST == sideName(side)
+		finished := si.Closed && r.close.HasFIN(other) && !resetting
+		if !r.close.HasFIN(sideName(side)) && (si.PeerFIN || finished || !resetting && timing.PeerClosed(c)) {
 			r.close.FIN(sideName(side), at)
 		}
 		// Data written into side's socket flows in the direction toward it.
@@ -479,6 +505,7 @@ func (r *relay) beforeReset() {
 		}
 		r.unsent[dir].Store(int64(si.NotSent))
 	}
+	_ = c.Close()
 }
 
 // proxyCut is the proxy ending the stream itself (a timeout, shutdown).

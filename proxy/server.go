@@ -149,7 +149,7 @@ func (s *Server) Emit(ev *event.Event) {
 		return
 	}
 	out.opened(ev.Kind)
-	out.emit(ev, s.log.With(zap.String("id", ev.ID), zap.String("client", ev.Client), zap.String("target", ev.Target)))
+	out.emit(ev, s.log.WithLazy(zap.String("id", ev.ID), zap.String("client", ev.Client), zap.String("target", ev.Target)))
 }
 
 // OpenStreams calls fn with a snapshot of every stream open now and the
@@ -212,11 +212,19 @@ func (s *Server) newID() string {
 // Run listens on the configured address and serves until ctx ends, then
 // shuts down gracefully. ready, if not nil, gets the bound address.
 func (s *Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	ln, err := Listen(ctx, s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("proxy: listen %s: %w", s.cfg.Listen, err)
 	}
 	return s.Serve(ctx, ln, ready)
+}
+
+// Listen opens a TCP listener for the proxy: without TCP keep-alive on the
+// connections it accepts (Go's listeners turn it on, a few setsockopt calls
+// per connection): limits.idle_timeout already ends a dead stream, and a
+// relay should send nothing its client did not.
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	return (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", addr)
 }
 
 // Serve is Run on an existing listener, which Serve closes.

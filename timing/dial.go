@@ -137,12 +137,11 @@ func (d *Dialer) Dial(ctx context.Context, hostport string) (*Dialed, error) {
 	}
 	r.port = uint16(port)
 	if a, err := netip.ParseAddr(host); err == nil {
-		r.add(a.Unmap())
-	} else {
-		lctx, cancel := context.WithCancel(ctx) // a winner need not wait for the other family
-		defer cancel()
-		r.resolve(lctx, host)
+		return r.one(ctx, hostport, host, a.Unmap())
 	}
+	lctx, cancel := context.WithCancel(ctx) // a winner need not wait for the other family
+	defer cancel()
+	r.resolve(lctx, host)
 	return r.run(ctx, hostport, host)
 }
 
@@ -276,20 +275,46 @@ func (r *race) startNext(ctx context.Context) bool {
 		actx, cancel := context.WithCancel(ctx)
 		r.running[i] = cancel
 		r.tried++
-		go func() {
-			// The clock starts when the socket is made, right before
-			// connect(2): not when the goroutine was scheduled.
-			var began time.Time
-			nd := net.Dialer{Control: func(string, string, syscall.RawConn) error {
-				began = time.Now()
-				return nil
-			}}
-			c, err := nd.DialContext(actx, "tcp", ap.String())
-			r.results <- result{i: i, conn: c, err: err, began: began, end: time.Now()}
-		}()
+		go func() { r.results <- connect(actx, i, ap) }()
 		return true
 	}
 	return false
+}
+
+// connect makes attempt i, to ap.
+func connect(ctx context.Context, i int, ap netip.AddrPort) result {
+	// The clock starts when the socket is made, right before connect(2):
+	// not when the goroutine was scheduled. No TCP keep-alive: the proxy
+	// sends nothing its client did not, and limits.idle_timeout ends a
+	// dead stream.
+	var began time.Time
+	nd := net.Dialer{KeepAlive: -1, Control: func(string, string, syscall.RawConn) error {
+		began = time.Now()
+		return nil
+	}}
+	c, err := nd.DialContext(ctx, "tcp", ap.String())
+	return result{i: i, conn: c, err: err, began: began, end: time.Now()}
+}
+
+// one dials a single address (an IP literal) on the caller's goroutine:
+// there is nothing to race.
+func (r *race) one(ctx context.Context, hostport, host string, a netip.Addr) (*Dialed, error) {
+	ap := netip.AddrPortFrom(a, r.port)
+	if r.d.Deny != nil {
+		if why := r.d.Deny(ap); why != nil {
+			r.res.Attempts = append(r.res.Attempts, Attempt{Addr: ap, Start: r.since(), Outcome: OutcomeDenied, Err: deniedError{why}})
+			return r.res, r.failure(ctx, hostport, host)
+		}
+	}
+	r.res.Attempts = append(r.res.Attempts, Attempt{Addr: ap, Start: r.since()})
+	r.tried++
+	res := connect(ctx, 0, ap)
+	if res.err == nil {
+		r.win(res)
+		return r.res, nil
+	}
+	r.finish(res, classify(res.err), res.err)
+	return r.res, r.failure(ctx, hostport, host)
 }
 
 func (r *race) run(ctx context.Context, hostport, host string) (*Dialed, error) {

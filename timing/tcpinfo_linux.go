@@ -25,6 +25,8 @@ type SockInfo struct {
 	// included), NotSent those written but not sent yet.
 	BytesSent uint64
 	NotSent   uint32
+	// BytesRetrans counts retransmitted data bytes (in BytesSent too).
+	BytesRetrans uint64
 	// Retransmits counts segments retransmitted over the connection's
 	// life, the SYN included.
 	Retransmits uint32
@@ -42,14 +44,15 @@ func Info(c *net.TCPConn) (info SockInfo, ok bool) {
 		return info, false
 	}
 	return SockInfo{
-		Closed:      ti.State == unix.BPF_TCP_CLOSE,
-		PeerFIN:     ti.State == unix.BPF_TCP_CLOSE_WAIT || ti.State == unix.BPF_TCP_LAST_ACK || ti.State == unix.BPF_TCP_CLOSING || ti.State == unix.BPF_TCP_TIME_WAIT,
-		SinceRecv:   time.Duration(ti.Last_data_recv) * time.Millisecond,
-		Unacked:     ti.Unacked,
-		RTT:         time.Duration(ti.Rtt) * time.Microsecond,
-		BytesSent:   ti.Bytes_sent,
-		NotSent:     ti.Notsent_bytes,
-		Retransmits: ti.Total_retrans,
+		Closed:       ti.State == unix.BPF_TCP_CLOSE,
+		PeerFIN:      ti.State == unix.BPF_TCP_CLOSE_WAIT || ti.State == unix.BPF_TCP_LAST_ACK || ti.State == unix.BPF_TCP_CLOSING || ti.State == unix.BPF_TCP_TIME_WAIT,
+		SinceRecv:    time.Duration(ti.Last_data_recv) * time.Millisecond,
+		Unacked:      ti.Unacked,
+		RTT:          time.Duration(ti.Rtt) * time.Microsecond,
+		BytesSent:    ti.Bytes_sent,
+		BytesRetrans: ti.Bytes_retrans,
+		NotSent:      ti.Notsent_bytes,
+		Retransmits:  ti.Total_retrans,
 	}, true
 }
 
@@ -72,4 +75,24 @@ func SocketError(c *net.TCPConn) error {
 		return unix.Errno(soerr)
 	}
 	return nil
+}
+
+// PeerClosed reports whether the peer's FIN is waiting to be read on c
+// with no data before it: a non-blocking MSG_PEEK read, which also lets
+// the kernel process segments queued while another goroutine held the
+// socket (a FIN that TCP_INFO would not show yet).
+func PeerClosed(c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var n int
+	var rerr error
+	if err := rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, rerr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	}); err != nil {
+		return false
+	}
+	return rerr == nil && n == 0
 }

@@ -25,3 +25,6 @@ func Info(c *net.TCPConn) (SockInfo, bool) { return SockInfo{}, false }
 
 // SocketError is only implemented on Linux.
 func SocketError(c *net.TCPConn) error { return nil }
+
+// PeerClosed is only implemented on Linux.
+func PeerClosed(c *net.TCPConn) bool { return false }

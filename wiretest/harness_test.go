@@ -513,8 +513,16 @@ func check(t *testing.T, ev *event.Event, l legs, x expect, late *lateTimes) wir
 	if tcp.RST != w.rst || tcp.RSTCause != wantCause {
 		t.Errorf("rst = %q, rst_cause = %q; wire %q, %q", tcp.RST, tcp.RSTCause, w.rst, wantCause)
 	}
-	if tcp.BytesUp != w.up || tcp.BytesDown != w.down {
-		t.Errorf("bytes_up = %d, bytes_down = %d; wire %d, %d", tcp.BytesUp, tcp.BytesDown, w.up, w.down)
+	// A reset discards what the proxy had queued toward a peer: the event
+	// counts what had left when the proxy read the kernel's counters, just
+	// before the reset; on loopback a few segments may still leave in the
+	// microseconds between (at most one send window, 64 KiB here).
+	slack := int64(0)
+	if w.rst != "" {
+		slack = 64 << 10
+	}
+	if d := w.up - tcp.BytesUp; tcp.BytesUp != w.up && (d < 0 || d > slack) || tcp.BytesDown != w.down && (w.down-tcp.BytesDown < 0 || w.down-tcp.BytesDown > slack) {
+		t.Errorf("bytes_up = %d, bytes_down = %d; wire %d, %d (a reset allows the event %d bytes less)", tcp.BytesUp, tcp.BytesDown, w.up, w.down, slack)
 	}
 	if !w.historyMatches(tcp.History) {
 		t.Errorf("history = %q, wire %q", tcp.History, w.historyString())

@@ -234,9 +234,10 @@ func wantRST(side, cause string) func(w wire) string {
 // TestTCPAgainstTheWire runs each scenario through the proxy, captures
 // both legs and checks the event against the capture.
 func TestTCPAgainstTheWire(t *testing.T) {
-	for _, sc := range tcpScenarios() {
+	for i, sc := range tcpScenarios() {
 		t.Run(sc.name, func(t *testing.T) {
 			attempts(t, func(t *testing.T, late *lateTimes) {
+				sc := tcpScenarios()[i] // a run's own channels and state
 				p := startProxy(t, sc.edit)
 				server := tcpServer(t, sc.server)
 				cp := capture(t, p.addr, server)

@@ -149,14 +149,14 @@ func NewLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 // runs until ctx ends. Losing events does not make it fail: the sink's
 // counters and log say what was lost.
 func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready func(net.Addr)) error {
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := proxy.Listen(ctx, cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("proxy: listen %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close() // Serve closes it too; this is for the error paths
 	var opts proxy.Options
 	if cfg.Socks.Listen != "" {
-		sl, err := net.Listen("tcp", cfg.Socks.Listen)
+		sl, err := proxy.Listen(ctx, cfg.Socks.Listen)
 		if err != nil {
 			return fmt.Errorf("--socks (socks.listen) %s: %w", cfg.Socks.Listen, err)
 		}
