@@ -19,6 +19,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"github.com/inspectproxy/inspectproxy/internal/testtool"
 )
@@ -143,7 +144,7 @@ func tcpServer(t testing.TB, handle func(*net.TCPConn)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testtool.Serve(t, ln, func(c net.Conn) {
+	testnet.Serve(t, ln, func(c net.Conn) {
 		defer c.Close()
 		handle(c.(*net.TCPConn))
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/splice"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"github.com/inspectproxy/inspectproxy/stream"
 	"github.com/inspectproxy/inspectproxy/timing"
@@ -193,26 +194,8 @@ func TestLivePhases(t *testing.T) {
 // both directions: the server's 4 MiB go in bulk (splice), not through
 // the tracker chunk by chunk.
 func TestHelloTimeoutSplicesBothWays(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	pair := func() (*net.TCPConn, *net.TCPConn) {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.(*net.TCPConn), s.(*net.TCPConn)
-	}
-	client, proxyClient := pair() // the client and the proxy's end of it
-	proxyServer, server := pair() // the proxy's upstream and the server
-	defer client.Close()
-	defer server.Close()
+	client, proxyClient := testnet.Pair(t) // the client and the proxy's end of it
+	proxyServer, server := testnet.Pair(t) // the proxy's upstream and the server
 	lim := config.Default().Limits
 	lim.HelloTimeout = 50 * time.Millisecond
 	start := time.Now()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"github.com/inspectproxy/inspectproxy/internal/testtool"
 	"github.com/inspectproxy/inspectproxy/timing"
@@ -38,7 +39,7 @@ func startRelay(t *testing.T, target string) *relay {
 		t.Fatal(err)
 	}
 	r := &relay{addr: ln.Addr().String(), trackers: make(chan *Tracker, 8)}
-	testtool.Serve(t, ln, func(c net.Conn) {
+	testnet.Serve(t, ln, func(c net.Conn) {
 		s, err := net.Dial("tcp", target)
 		if err != nil {
 			c.Close()

@@ -23,6 +23,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"github.com/inspectproxy/inspectproxy/internal/testtool"
 	"github.com/inspectproxy/inspectproxy/internal/wirecap"
 	"github.com/inspectproxy/inspectproxy/proxy"
@@ -151,7 +152,7 @@ func tcpServer(t testing.TB, handle func(*net.TCPConn)) netip.AddrPort {
 }
 
 func serveOn(t testing.TB, ln net.Listener, handle func(*net.TCPConn)) netip.AddrPort {
-	testtool.Serve(t, ln, func(c net.Conn) {
+	testnet.Serve(t, ln, func(c net.Conn) {
 		defer c.Close()
 		handle(c.(*net.TCPConn))
 	})

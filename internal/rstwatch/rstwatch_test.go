@@ -2,35 +2,17 @@ package rstwatch
 
 import (
 	"io"
-	"net"
 	"testing"
 	"time"
-)
 
-// pair returns a connected loopback pair: the dialled end and the accepted end.
-func pair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
+)
 
 // TestDataAfterClose is the case the package exists for: the peer closes,
 // we read its FIN, then write; its kernel answers with an RST that no read
 // reports.
 func TestDataAfterClose(t *testing.T) {
-	c, s := pair(t)
+	c, s := testnet.Pair(t)
 	defer c.Close()
 	fired := make(chan struct{})
 	s.Close() // the peer closes: FIN
@@ -55,7 +37,7 @@ func TestDataAfterClose(t *testing.T) {
 // TestHalfCloseDoesNotFire: a peer that only shut down its sending side
 // reads our data; nothing is reset.
 func TestHalfCloseDoesNotFire(t *testing.T) {
-	c, s := pair(t)
+	c, s := testnet.Pair(t)
 	defer c.Close()
 	defer s.Close()
 	fired := make(chan struct{}, 1)

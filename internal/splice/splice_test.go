@@ -15,22 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"go.uber.org/goleak"
-
-	"github.com/inspectproxy/inspectproxy/internal/loopback"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// pair is a connected pair of TCP sockets on loopback.
-func pair(t testing.TB) (a, b *net.TCPConn) {
-	t.Helper()
-	a, b, err := loopback.Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, b
-}
 
 // copyFunc is a way to run Copy: on the sockets themselves (splice), or on
 // wrappers that hide them (the read/write loop).
@@ -80,8 +69,8 @@ type tunnel struct {
 func newTunnel(t testing.TB, p *Pool, copy copyFunc) *tunnel {
 	t.Helper()
 	tu := &tunnel{up: make(chan result, 1), down: make(chan result, 1)}
-	tu.client, tu.pc = pair(t)
-	tu.ps, tu.server = pair(t)
+	tu.client, tu.pc = testnet.Pair(t)
+	tu.ps, tu.server = testnet.Pair(t)
 	run := func(dst, src *net.TCPConn, out chan result, counted *atomic.Int64) {
 		defer tu.wg.Done()
 		n, err := copy(p, dst, src, func(n int64) { counted.Add(n) })
@@ -365,8 +354,8 @@ func checkBlame(t *testing.T, dir string, err error, who string, errnos []syscal
 // legs are the two connections of a relay without the relay: client–pc
 // and ps–server, closed when the test ends.
 func legs(t testing.TB) (client, pc, ps, server *net.TCPConn) {
-	client, pc = pair(t)
-	ps, server = pair(t)
+	client, pc = testnet.Pair(t)
+	ps, server = testnet.Pair(t)
 	t.Cleanup(func() {
 		for _, c := range []*net.TCPConn{client, pc, ps, server} {
 			c.Close()

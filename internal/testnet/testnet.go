@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 	"testing"
+
+	"github.com/inspectproxy/inspectproxy/internal/loopback"
 )
 
 // Serve accepts on ln until the test ends and runs handle for each
@@ -64,4 +66,16 @@ func Listen(t testing.TB, addr string, handle func(net.Conn)) net.Listener {
 	}
 	Serve(t, ln, handle)
 	return ln
+}
+
+// Pair returns a connected TCP pair on loopback, the dialled end and the
+// accepted end, both closed when the test ends.
+func Pair(t testing.TB) (dialled, accepted *net.TCPConn) {
+	t.Helper()
+	a, b, err := loopback.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
 }

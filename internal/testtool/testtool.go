@@ -7,11 +7,9 @@ import (
 	"bufio"
 	"bytes"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -61,29 +59,6 @@ func OpenSSLServer(t testing.TB, args ...string) string {
 	_ = cmd.Wait() // its stderr is complete only then
 	t.Fatalf("openssl s_server %s exited without an ACCEPT line: %s", strings.Join(args, " "), stderr.String())
 	return ""
-}
-
-// Serve accepts on ln until the test ends and runs handle for each
-// connection in its own goroutine; at cleanup it closes ln and waits for
-// every handler, so no goroutine outlives the test.
-func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
 }
 
 // IgnoreRSTWatch is the goleak option for internal/rstwatch's one watcher
