@@ -6,12 +6,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 )
 
 // rawRequest sends raw bytes to the proxy, optionally half-closes, and
@@ -149,16 +149,6 @@ func TestUnservedConnectionsDescribed(t *testing.T) {
 	}
 }
 
-// openFDs counts this process's open file descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // Finding 2: one client connection cannot open unlimited upstream
 // connections: past the open cap idle ones are closed; past the life cap
 // it gets 503 and the event names the bound.
@@ -178,7 +168,7 @@ func TestUpstreamBoundsPerClient(t *testing.T) {
 	}
 	defer c.Close()
 	br := bufio.NewReader(c)
-	before := openFDs(t)
+	before := testnet.OpenFDs(t)
 	var codes []int
 	for _, a := range addrs {
 		fmt.Fprintf(c, "GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n", a, a)
@@ -191,7 +181,7 @@ func TestUpstreamBoundsPerClient(t *testing.T) {
 		codes = append(codes, resp.StatusCode)
 		// Each upstream connection is two fds in this process: the proxy's
 		// socket and the test server's.
-		if n := openFDs(t) - before; n > 2*4+2 {
+		if n := testnet.OpenFDs(t) - before; n > 2*4+2 {
 			t.Errorf("after %d hosts %d more fds are open, want at most twice max_upstreams_open (4) and a little", len(codes), n)
 		}
 	}

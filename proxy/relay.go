@@ -234,7 +234,14 @@ func (r *relay) write(e endpoints, dir tlsinfo.Direction, p []byte) error {
 // holding a pipe only while bytes flow (internal/splice), a counting copy
 // otherwise. wrote says whether err was the destination's.
 func (r *relay) bulk(e endpoints, dir tlsinfo.Direction) (wrote bool, err error) {
-	_, err = r.pipes.CopyCounting(e.dst, e.src, func(n int64) { r.moved(e, dir, n) })
+	// Two kernel sockets splice: pass the *net.TCPConn themselves, not the
+	// stream wrapper, or the copy falls back to a buffer held while idle.
+	var dst io.Writer = e.dst
+	var src io.Reader = e.src
+	if e.dstTCP != nil && e.srcTCP != nil {
+		dst, src = e.dstTCP, e.srcTCP
+	}
+	_, err = r.pipes.CopyCounting(dst, src, func(n int64) { r.moved(e, dir, n) })
 	var se *splice.Error
 	return errors.As(err, &se) && se.Op == splice.Write, err
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 )
 
 // TestSoak makes 2,000 connections through the tunnel, ending them at
@@ -50,7 +50,7 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	env.events.waitCount(t, soakModes)
-	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
+	baseG, baseFD := runtime.NumGoroutine(), testnet.OpenFDs(t)
 	before := env.events.count()
 
 	var wg sync.WaitGroup
@@ -90,7 +90,7 @@ func TestSoak(t *testing.T) {
 	// Flows have ended; what is left settles within moments.
 	var g, fd int
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if g, fd = runtime.NumGoroutine(), openFDs(t); g <= baseG+2 && fd <= baseFD {
+		if g, fd = runtime.NumGoroutine(), testnet.OpenFDs(t); g <= baseG+2 && fd <= baseFD {
 			break
 		}
 	}
@@ -132,12 +132,4 @@ func soakOne(c *client, addr string, i, mode int) error {
 	case 4: // the client gives up before sending anything
 	}
 	return nil
-}
-
-func openFDs(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }

@@ -7,42 +7,22 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/internal/loopback"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"github.com/inspectproxy/inspectproxy/internal/wirecap"
 )
-
-// pipeFDs counts this process's descriptors that are pipes, as ls -l
-// /proc/self/fd shows them (pipe:[inode]).
-func pipeFDs(t testing.TB) int {
-	t.Helper()
-	dir := "/proc/self/fd"
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "pipe:[") {
-			n++
-		}
-	}
-	return n
-}
 
 // waitPipes waits up to 10 s for the pipe count to come down to want.
 func waitPipes(t testing.TB, want int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		got := pipeFDs(t)
+		got := testnet.PipeFDs(t)
 		if got <= want {
 			return
 		}
@@ -54,7 +34,7 @@ func waitPipes(t testing.TB, want int) {
 }
 
 func TestIdleTunnelHoldsNoPipe(t *testing.T) {
-	base := pipeFDs(t)
+	base := testnet.PipeFDs(t)
 	p := &Pool{IdleTimeout: 100 * time.Millisecond}
 	tu := newTunnel(t, p, spliced)
 	// Both directions splice a burst, then the tunnel goes quiet.
@@ -86,7 +66,7 @@ func TestIdleTunnelHoldsNoPipe(t *testing.T) {
 // TestPipeLeftOverIsClosed: when the destination fails with bytes in the
 // pipe, the pipe is closed rather than lent again with stale bytes.
 func TestPipeLeftOverIsClosed(t *testing.T) {
-	base := pipeFDs(t)
+	base := testnet.PipeFDs(t)
 	p := &Pool{IdleTimeout: 50 * time.Millisecond}
 	tu := newTunnel(t, p, spliced)
 	go flood(tu.client)
@@ -111,7 +91,7 @@ func TestPoolBound(t *testing.T) {
 		concurrency = 100
 		maxPipes    = 8
 	)
-	base := pipeFDs(t)
+	base := testnet.PipeFDs(t)
 	p := &Pool{Max: maxPipes, Idle: 2, IdleTimeout: 100 * time.Millisecond}
 	var peak atomic.Int64
 	stop := make(chan struct{})
@@ -124,7 +104,7 @@ func TestPoolBound(t *testing.T) {
 				return
 			default:
 			}
-			if n := int64(pipeFDs(t)); n > peak.Load() {
+			if n := int64(testnet.PipeFDs(t)); n > peak.Load() {
 				peak.Store(n)
 			}
 			time.Sleep(5 * time.Millisecond)

@@ -6,6 +6,9 @@ package testnet
 
 import (
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -78,4 +81,33 @@ func Pair(t testing.TB) (dialled, accepted *net.TCPConn) {
 	}
 	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b
+}
+
+// OpenFDs counts this process's open file descriptors (Linux: /proc).
+func OpenFDs(t testing.TB) int {
+	t.Helper()
+	return countFDs(t, func(string) bool { return true })
+}
+
+// PipeFDs counts this process's descriptors that are pipes, as ls -l
+// /proc/self/fd shows them (pipe:[inode]).
+func PipeFDs(t testing.TB) int {
+	t.Helper()
+	return countFDs(t, func(link string) bool { return strings.HasPrefix(link, "pipe:[") })
+}
+
+func countFDs(t testing.TB, match func(link string) bool) int {
+	t.Helper()
+	const dir = "/proc/self/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && match(l) {
+			n++
+		}
+	}
+	return n
 }
