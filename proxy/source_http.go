@@ -423,8 +423,14 @@ func (s *httpSource) connect(cc *clientConn, w http.ResponseWriter, r *http.Requ
 			_ = raw.Close()
 		},
 	}
-	s.pipe.serve(st, cc.rec)
-	s.conns.done()
+	// The stream lives on its own goroutine so that the HTTP server's one
+	// returns and lets go of its buffers and its deep stack: an idle
+	// tunnel then holds only what the relay needs (issue 13: RSS per idle
+	// tunnel).
+	go func() {
+		s.pipe.serve(st, cc.rec)
+		s.conns.done()
+	}()
 }
 
 // reply writes a CONNECT's answer: a bare status line for 200, a short

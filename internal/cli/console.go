@@ -50,15 +50,7 @@ func (u *ui) openStreams() []live.Conn {
 // listen (port taken) is logged and left out: the proxy runs without it.
 func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x509.Certificate, o *proxy.Options) (*ui, error) {
 	u := &ui{}
-	u.hub = live.NewHub(live.Options{History: cfg.UI.History, Encode: console.Encode, Open: u.openStreams})
-	hist, err := console.ReadHistory(cfg.Events.Path, cfg.UI.History)
-	if err != nil {
-		log.Warn("console: no history", zap.Error(err))
-	}
-	u.hub.Preload(hist)
-	o.Live = live.Proxy{Hub: u.hub}
-	o.Observers = append(o.Observers, live.Proxy{Hub: u.hub})
-
+	var err error
 	u.lan = cfg.Onboard.Addresses
 	if len(u.lan) == 0 {
 		if u.lan, err = onboard.LANAddrs(cfg.Listen); err != nil {
@@ -94,6 +86,15 @@ func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x5
 		ln.Close()
 		return nil, err
 	}
+	// The hub, its history and the proxy's live phases exist only for a
+	// console that is served: without one they would hold the events
+	// file's tail and copies of open connections for nobody.
+	u.hub = live.NewHub(live.Options{History: cfg.UI.History, Encode: console.Encode, Open: u.openStreams})
+	hist, err := console.ReadHistory(cfg.Events.Path, cfg.UI.History)
+	if err != nil {
+		log.Warn("console: no history", zap.Error(err))
+	}
+	u.hub.Preload(hist)
 	srv, err := console.New(console.Options{
 		Hub: u.hub, Log: log.Named("console"), Token: cfg.UI.Token, App: app, Version: version(),
 		History: cfg.UI.History, Setup: consoleSetup(cfg, u.setup),
@@ -104,6 +105,8 @@ func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x5
 		ln.Close()
 		return nil, err
 	}
+	o.Live = live.Proxy{Hub: u.hub}
+	o.Observers = append(o.Observers, live.Proxy{Hub: u.hub})
 	o.Self = append(o.Self, ln.Addr())
 	u.consoleURL = console.URL(ln.Addr(), cfg.UI.Token)
 	go func() {
