@@ -196,30 +196,6 @@ func TestShutdownWritesOpenTunnels(t *testing.T) {
 	_ = context.Canceled
 }
 
-// TestPlainHTTPServerCloses: a server that closes after each response
-// (HTTP/1.0 style) sent the first FIN even if the proxy never read it.
-func TestPlainHTTPServerCloses(t *testing.T) {
-	h := startProxy(t, nil)
-	addr := tcpServer(t, func(c *net.TCPConn) {
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
-		req.Body.Close()
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-		_ = c.CloseWrite()
-		time.Sleep(50 * time.Millisecond) // the FIN arrives before the proxy lets go
-	})
-	pu, _ := url.Parse("http://" + h.addr)
-	cl := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
-	get(t, cl, "http://"+addr+"/")
-	cl.CloseIdleConnections()
-	ev := h.event()
-	if len(ev.Upstreams) != 1 || ev.Upstreams[0].TCP.FirstFIN != event.SideServer {
-		t.Errorf("upstreams %+v, want the server's FIN first", ev.Upstreams)
-	}
-}
-
 // TestPlainHTTPUpgrade relays a protocol upgrade (as WebSocket does) and
 // the bytes after it.
 func TestPlainHTTPUpgrade(t *testing.T) {

@@ -47,7 +47,7 @@ func fullListener(t *testing.T) (ln net.Listener, release func()) {
 
 // TestSlowConnectAgainstTheWire times a connect whose first SYN is dropped:
 // connect_ms runs from the first SYN to the SYN/ACK of the retransmitted
-// one, as on the wire.
+// one, as on the wire, within 0.5 ms.
 func TestSlowConnectAgainstTheWire(t *testing.T) {
 	attempts(t, func(t *testing.T, late *lateTimes) {
 		ln, release := fullListener(t)
@@ -71,7 +71,10 @@ func TestSlowConnectAgainstTheWire(t *testing.T) {
 		if l.upstream == nil {
 			t.Fatal("the upstream leg is not in the capture")
 		}
-		w := check(t, ev, l, expect{}, late)
+		// A retransmitted SYN leaves the kernel no clean round-trip
+		// sample (Karn's rule), so connect_ms is the proxy's own clock
+		// here, held to the tolerance of the other times it reads.
+		w := check(t, ev, l, expect{connectAbove: finTolerance}, late)
 		if w.connectMS == nil || *w.connectMS < 900 {
 			t.Errorf("the wire's SYN→SYN/ACK is %s ms; the scenario wants a retransmitted SYN (about 1000 ms)", fmtMS(w.connectMS))
 		}
