@@ -170,6 +170,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // write error rather than a read error.
 func (r *relay) inspect(dir tlsinfo.Direction, e endpoints, early []byte, earlyFed bool) (wrote bool, err error) {
 	if len(early) > 0 {
+		r.close.Mark(sideName(e.srcSide), timing.HistData)
 		more := !earlyFed && r.tracker.Feed(dir, early, r.since())
 		if err := r.write(e, dir, early); err != nil {
 			return true, err
@@ -203,6 +204,10 @@ func (r *relay) inspect(dir tlsinfo.Direction, e endpoints, early []byte, earlyF
 			}
 		}
 		if n > 0 {
+			// The side's data is marked as read, before it is passed on:
+			// marked after the write, the answer it draws could be
+			// marked first.
+			r.close.Mark(sideName(e.srcSide), timing.HistData)
 			r.lastRecv[dir].Store(int64(at))
 			more := r.tracker.Feed(dir, buf[:n], at)
 			if r.fed != nil {
