@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/inspectproxy/inspectproxy/ats"
+	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/chromium"
 	"github.com/inspectproxy/inspectproxy/report"
 )
@@ -190,12 +191,70 @@ for (const l of document.querySelectorAll('#first line.life')) {
 const pre = document.createElement('pre'); pre.id = 'measure'; pre.textContent = out.join('\n'); document.body.append(pre);
 </script>`
 
-// TestWaterfallLegible renders the latency report of the real capture in
-// Chromium at 1400 px: every TLS handshake of 2 ms or more is drawn at
-// least 4 px wide, and no row of the first waterfall is empty (failures
-// included), with no console error.
+// TestWaterfallLegible renders the latency report in Chromium at 1400 px:
+// every TLS handshake of 2 ms or more is drawn at least 4 px wide, and no
+// row of the first waterfall is empty (failures included), with no
+// console error. Two captures: the real one as recorded (seconds long),
+// and its connections spread over 3 minutes, 77 of them (issue 11's
+// acceptance case).
 func TestWaterfallLegible(t *testing.T) {
 	events := noiseCapture(t)
+	for _, c := range []struct {
+		name   string
+		events string
+	}{
+		{"real capture", events},
+		{"77 connections over 3 minutes", stretch(t, events, 77, 3*time.Minute)},
+	} {
+		t.Run(c.name, func(t *testing.T) { waterfallLegible(t, c.events) })
+	}
+}
+
+// stretch writes n events made from the capture's, cycling through them,
+// with fresh ids and their starts spread evenly over span.
+func stretch(t *testing.T, path string, n int, span time.Duration) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := event.NewReader(f)
+	defer r.Close()
+	var evs []*event.Event
+	for {
+		ev, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, ev)
+	}
+	if len(evs) == 0 {
+		t.Fatal("empty capture")
+	}
+	t0 := evs[0].Start
+	var out bytes.Buffer
+	for i := range n {
+		ev := *evs[i%len(evs)]
+		ev.ID = fmt.Sprintf("stretched-%d", i)
+		ev.Start = t0.Add(span * time.Duration(i) / time.Duration(n-1))
+		b, err := json.Marshal(&ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Write(append(b, '\n'))
+	}
+	p := filepath.Join(t.TempDir(), "stretched.jsonl")
+	if err := os.WriteFile(p, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func waterfallLegible(t *testing.T, events string) {
 	page := filepath.Join(t.TempDir(), "report.html")
 	var errb bytes.Buffer
 	if code := Main(context.Background(), []string{"report", "-q", "--format", "html", "-o", page, events}, io.Discard, &errb); code != 0 {
