@@ -59,6 +59,7 @@ type relay struct {
 	hcTimer   atomic.Pointer[time.Timer]
 	watchMu   sync.Mutex
 	unwatch   [2]func() // by side: stops the reset watch of that socket
+	unwatched bool      // stopWatches ran: no new watch may start
 
 	errMu sync.Mutex
 	err   error
@@ -400,6 +401,14 @@ func (r *relay) dataAfterFIN(side int) bool {
 // watchReset watches a socket whose peer sent FIN for the reset its
 // kernel sends if data arrives after it closed.
 func (r *relay) watchReset(side int, c *net.TCPConn) {
+	// Registered under the lock: once the other direction has stopped the
+	// watches to shut this socket down, a late watch would take that
+	// orderly shutdown for a reset.
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	if r.unwatched {
+		return
+	}
 	stop, ok := rstwatch.Watch(c, func() {
 		if r.aborted.Load() {
 			return
@@ -416,17 +425,15 @@ func (r *relay) watchReset(side int, c *net.TCPConn) {
 			r.tracker.Reset(dir, at)
 		}
 	})
-	if !ok {
-		return
+	if ok {
+		r.unwatch[side] = stop
 	}
-	r.watchMu.Lock()
-	r.unwatch[side] = stop
-	r.watchMu.Unlock()
 }
 
 func (r *relay) stopWatches() {
 	r.watchMu.Lock()
 	defer r.watchMu.Unlock()
+	r.unwatched = true
 	for i, stop := range r.unwatch {
 		if stop != nil {
 			stop()
