@@ -21,6 +21,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/timing"
+	"github.com/inspectproxy/inspectproxy/tlsinfo"
 )
 
 // httpEngine is the HTTP layer: goproxy carries each request, plain or
@@ -454,6 +455,9 @@ type upstreamConn struct {
 	tls    *event.TLS
 	// tlsTime is the MITM upstream handshake's length.
 	tlsTime time.Duration
+	// hello reads the MITM upstream handshake off the wire while it runs,
+	// for the times crypto/tls does not give (the ServerHello's).
+	hello atomic.Pointer[tlsinfo.Tracker]
 
 	up, down atomic.Int64
 	close    timing.Close
@@ -500,6 +504,9 @@ func (u *upstreamConn) Read(p []byte) (int, error) {
 	n, err := u.TCPConn.Read(p)
 	if n > 0 {
 		u.close.Mark(event.SideServer, timing.HistData)
+		if tr := u.hello.Load(); tr != nil {
+			tr.Feed(tlsinfo.ServerToClient, p[:n], u.s.rec.since())
+		}
 	}
 	u.down.Add(int64(n))
 	switch {
@@ -512,6 +519,12 @@ func (u *upstreamConn) Read(p []byte) (int, error) {
 }
 
 func (u *upstreamConn) Write(p []byte) (int, error) {
+	if tr := u.hello.Load(); tr != nil {
+		// Read after the write: parsing must not delay the bytes. The
+		// handshake's own goroutine is the only writer and reader.
+		at := u.s.rec.since()
+		defer func() { tr.Feed(tlsinfo.ClientToServer, p, at) }()
+	}
 	n, err := u.TCPConn.Write(p)
 	if n > 0 {
 		u.close.Mark(event.SideClient, timing.HistData)

@@ -311,15 +311,27 @@ func (m *mitmLayer) handshake(ctx context.Context, u *upstreamConn, name string,
 	}
 	tc := tls.Client(u, cfg)
 	since := u.s.rec.since
+	wire := tlsinfo.NewTracker(0)
+	u.hello.Store(wire)
 	start := since()
 	herr := tc.HandshakeContext(ctx)
 	end := since()
+	u.hello.Store(nil)
 	t := tlsinfo.StateEvent(tc.ConnectionState())
 	t.SNI, t.ChainSource = name, event.ChainMITM
 	if t.Chain != nil {
 		tlsinfo.SetVerdict(t, verr)
 	}
+	// The times and the ServerHello as they were on the wire: the
+	// handshake runs from the ClientHello's write, not from key generation.
+	info := wire.Info()
+	if info.ClientHelloAt >= 0 {
+		start = info.ClientHelloAt
+	}
 	t.ClientHelloMS, t.HandshakeDone, t.HandshakeMS = timing.MSPtr(start), timing.MSPtr(end), timing.MSPtr(end-start)
+	if w := info.Event(); w != nil {
+		t.ServerHelloMS, t.ServerHello, t.JA3S, t.JA3SHash = w.ServerHelloMS, w.ServerHello, w.JA3S, w.JA3SHash
+	}
 	if herr != nil {
 		t.HandshakeDone, t.HandshakeMS = nil, nil
 		t.Failure = handshakeFailure(event.SideServer, herr, upstreamPhase(tc.ConnectionState()), end)
