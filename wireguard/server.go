@@ -56,9 +56,10 @@ type Resolver interface {
 
 // Options configure a Server. Zero values take the defaults named.
 type Options struct {
-	// Listen is the UDP host:port. wireguard-go binds the port on every
-	// address (a WireGuard server answers only packets sealed by a
-	// configured peer's key).
+	// Listen is the UDP host:port. An empty or unspecified host (":51820",
+	// "0.0.0.0:51820") binds every address, IPv4 and IPv6; a named host
+	// binds that address only (a name is resolved once, to its first
+	// address).
 	Listen string
 	// Store holds the server key and the peers.
 	Store *Store
@@ -201,13 +202,17 @@ func New(opts Options) (*Server, error) {
 	if !opts.Network.Addr().Is4() {
 		return nil, fmt.Errorf("wireguard: network %s: want an IPv4 prefix", opts.Network)
 	}
-	_, portStr, err := net.SplitHostPort(opts.Listen)
+	host, portStr, err := net.SplitHostPort(opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("wireguard: listen %q: %w", opts.Listen, err)
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
 		return nil, fmt.Errorf("wireguard: listen %q: port: %w", opts.Listen, err)
+	}
+	bind, err := listenBind(host)
+	if err != nil {
+		return nil, fmt.Errorf("wireguard: listen %q: %w", opts.Listen, err)
 	}
 	key, err := opts.Store.ServerKey()
 	if err != nil {
@@ -237,7 +242,7 @@ func New(opts Options) (*Server, error) {
 		s.bg.Wait()
 		return nil, err
 	}
-	s.dev = device.NewDevice(s.tun, conn.NewDefaultBind(), &device.Logger{
+	s.dev = device.NewDevice(s.tun, bind, &device.Logger{
 		Verbosef: s.log.Sugar().Named("wireguard-go").Debugf,
 		Errorf:   s.log.Sugar().Named("wireguard-go").Debugf,
 	})
@@ -258,6 +263,32 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// listenBind is the UDP side for a listen host: wireguard-go's own bind
+// for every address, hostBind for one.
+func listenBind(host string) (conn.Bind, error) {
+	if host == "" {
+		return conn.NewDefaultBind(), nil
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		addrs, lerr := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+		if lerr != nil {
+			return nil, lerr
+		}
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("host %q has no address", host)
+		}
+		addr = addrs[0]
+	}
+	if addr.Zone() != "" {
+		return nil, fmt.Errorf("host %q: a zoned address cannot be bound", host)
+	}
+	if addr.Unmap().IsUnspecified() {
+		return conn.NewDefaultBind(), nil
+	}
+	return newHostBind(addr), nil
 }
 
 // DNSAddrs are the tunnel resolver's addresses: the first host of each

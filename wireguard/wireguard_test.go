@@ -565,3 +565,39 @@ func waitPeers(t *testing.T, s *Server, n int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestListenHost: the listen host is the only address the UDP port is
+// bound on, and an empty host binds every address. The kernel judges: a
+// second socket can bind the same port on another loopback address only
+// if the server did not take the wildcard.
+func TestListenHost(t *testing.T) {
+	for _, tc := range []struct {
+		listen    string
+		otherFree bool
+	}{
+		{"127.0.0.1:0", true},
+		{":0", false},
+	} {
+		t.Run(tc.listen, func(t *testing.T) {
+			env := testServer(t, func(o *Options) { o.Listen = tc.listen })
+			other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: int(env.srv.Port())})
+			if err == nil {
+				_ = other.Close()
+			}
+			if free := err == nil; free != tc.otherFree {
+				t.Errorf("listen %q: port %d on 127.0.0.2 free = %v (%v), want %v", tc.listen, env.srv.Port(), free, err, tc.otherFree)
+			}
+		})
+	}
+}
+
+// TestListenHostRefused: a host that is no address of this machine is a
+// clear error naming it, not a server on every address.
+func TestListenHostRefused(t *testing.T) {
+	events := newSink()
+	_, err := New(Options{Listen: "192.0.2.1:0", Store: NewStore(t.TempDir()), Network: netip.MustParsePrefix("10.64.0.0/24"),
+		Emit: events.emit, Handler: pipeline(t, events)})
+	if err == nil || !strings.Contains(err.Error(), `"192.0.2.1:0"`) {
+		t.Fatalf("New on 192.0.2.1: %v, want an error naming the listen address", err)
+	}
+}

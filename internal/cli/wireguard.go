@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,17 +46,25 @@ func newWGSetup(cfg config.Config) wgSetup {
 
 // endpoint is the host:port device configs connect to.
 func (s wgSetup) endpoint() (string, error) {
-	port := defaultWireGuardPort
+	host, port := "0.0.0.0", defaultWireGuardPort
 	if s.cfg.Listen != "" {
-		_, port, _ = net.SplitHostPort(s.cfg.Listen)
+		h, p, _ := net.SplitHostPort(s.cfg.Listen)
+		port = p
+		if h != "" {
+			host = h // devices reach a server bound to one address there
+		}
 	}
 	if s.cfg.Endpoint == "" {
-		lan, err := onboard.LANAddrs(net.JoinHostPort("0.0.0.0", port))
+		listen := net.JoinHostPort(host, port)
+		if a, err := netip.ParseAddr(host); err == nil && a.IsLoopback() {
+			return listen, nil // only a client on this machine reaches it
+		}
+		lan, err := onboard.LANAddrs(listen)
 		if err != nil {
 			return "", err
 		}
 		if len(lan) == 0 {
-			return "", errors.New("wireguard: no LAN IPv4 address found; set wireguard.endpoint (--endpoint) to the host devices connect to")
+			return "", fmt.Errorf("wireguard: no LAN address to reach wireguard.listen %q from a device; set wireguard.endpoint (--endpoint) to the host devices connect to", listen)
 		}
 		return lan[0], nil
 	}

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/inspectproxy/inspectproxy/config"
 )
 
 // TestWireGuardPeers drives `inspectproxy wireguard peer ...` as a user
@@ -117,5 +119,20 @@ func TestServeWireGuard(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "wireguard", "server.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("server key: %v %v", fi, err)
+	}
+}
+
+// TestWireGuardEndpointFromListen: a server bound to one address is
+// reached there, a loopback one only from this machine.
+func TestWireGuardEndpointFromListen(t *testing.T) {
+	for _, tc := range []struct{ listen, endpoint, want string }{
+		{listen: "192.0.2.7:51999", want: "192.0.2.7:51999"},
+		{listen: "192.0.2.7:51999", endpoint: "vpn.example.net", want: "vpn.example.net:51999"},
+		{listen: "127.0.0.1:51820", want: "127.0.0.1:51820"},
+	} {
+		s := wgSetup{cfg: config.WireGuard{Listen: tc.listen, Endpoint: tc.endpoint}}
+		if got, err := s.endpoint(); err != nil || got != tc.want {
+			t.Errorf("listen %q endpoint %q: %q, %v; want %q", tc.listen, tc.endpoint, got, err, tc.want)
+		}
 	}
 }

@@ -8,11 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/inspectproxy/inspectproxy/internal/loopback"
+	"golang.org/x/sys/unix"
 )
 
 // Serve accepts on ln until the test ends and runs handle for each
@@ -86,17 +88,30 @@ func Pair(t testing.TB) (dialled, accepted *net.TCPConn) {
 // OpenFDs counts this process's open file descriptors (Linux: /proc).
 func OpenFDs(t testing.TB) int {
 	t.Helper()
-	return countFDs(t, func(string) bool { return true })
+	return countFDs(t, func(int, string) bool { return true })
 }
 
 // PipeFDs counts this process's descriptors that are pipes, as ls -l
 // /proc/self/fd shows them (pipe:[inode]).
 func PipeFDs(t testing.TB) int {
 	t.Helper()
-	return countFDs(t, func(link string) bool { return strings.HasPrefix(link, "pipe:[") })
+	return countFDs(t, isPipe)
 }
 
-func countFDs(t testing.TB, match func(link string) bool) int {
+func isPipe(_ int, link string) bool { return strings.HasPrefix(link, "pipe:[") }
+
+// FullPipeFDs counts this process's pipe descriptors with bytes queued in
+// them (FIONREAD): a splice in progress, whatever idle pipes other tests'
+// relays still hold or release meanwhile. Both ends of a pipe count.
+func FullPipeFDs(t testing.TB) int {
+	t.Helper()
+	return countFDs(t, func(fd int, link string) bool {
+		q, err := unix.IoctlGetInt(fd, unix.TIOCINQ) // FIONREAD
+		return isPipe(fd, link) && err == nil && q > 0
+	})
+}
+
+func countFDs(t testing.TB, match func(fd int, link string) bool) int {
 	t.Helper()
 	const dir = "/proc/self/fd"
 	ents, err := os.ReadDir(dir)
@@ -105,7 +120,8 @@ func countFDs(t testing.TB, match func(link string) bool) int {
 	}
 	n := 0
 	for _, e := range ents {
-		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && match(l) {
+		fd, _ := strconv.Atoi(e.Name())
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && match(fd, l) {
 			n++
 		}
 	}
