@@ -6,9 +6,9 @@ import (
 	"net/netip"
 	"sync"
 
-	"golang.zx2c4.com/wireguard/conn"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 // hostBind is a conn.Bind on one address. wireguard-go's StdNetBind takes
