@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -16,14 +17,17 @@ import (
 // expose the WireGuard port on interfaces the user did not name (the
 // upstream has no option for it; siderolabs/omni#2209 wrote its own bind
 // for the same reason). One UDP socket, read and written in batches with
-// recvmmsg/sendmmsg as StdNetBind does; no GSO, which StdNetBind uses when
-// the kernel has it.
+// recvmmsg/sendmmsg, and sent with UDP GSO where the kernel has it, as
+// StdNetBind does: without GSO a download through the tunnel ran at 0.7×
+// of StdNetBind's, with it on par (108–121 against 108–134 MB/s). Receive
+// offload (GRO) is not used: what a device sends is mostly ACKs.
 type hostBind struct {
 	addr netip.Addr
 
 	mu   sync.Mutex
 	conn *net.UDPConn
 	bc   batchConn
+	gso  atomic.Bool
 	msgs sync.Pool // *[]ipv6.Message for Send
 }
 
@@ -42,9 +46,6 @@ func newHostBind(addr netip.Addr) *hostBind {
 	b := &hostBind{addr: addr.Unmap()}
 	b.msgs.New = func() any {
 		ms := make([]ipv6.Message, conn.IdealBatchSize)
-		for i := range ms {
-			ms[i].Buffers = make([][]byte, 1)
-		}
 		return &ms
 	}
 	return b
@@ -73,6 +74,7 @@ func (b *hostBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		bc = ipv4.NewPacketConn(c)
 	}
 	b.conn, b.bc = c, bc
+	b.gso.Store(udpGSO(c))
 	return []conn.ReceiveFunc{b.receiver(bc)}, c.LocalAddr().(*net.UDPAddr).AddrPort().Port(), nil
 }
 
@@ -137,16 +139,63 @@ func (b *hostBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	p := b.msgs.Get().(*[]ipv6.Message)
 	defer b.msgs.Put(p)
 	ms := *p
-	for len(bufs) > 0 {
-		n := min(len(bufs), len(ms))
-		for i := range n {
-			ms[i].Buffers[0], ms[i].Addr = bufs[i], ua
+	if b.gso.Load() {
+		err := writeAll(bc, ms[:coalesce(ms, bufs, ua, b.addr.Is4())])
+		if !gsoRefused(err) {
+			return err
 		}
-		sent, err := bc.WriteBatch(ms[:n], 0)
+		b.gso.Store(false)
+	}
+	for i := range bufs {
+		ms[i].Buffers, ms[i].OOB, ms[i].Addr = bufs[i:i+1], ms[i].OOB[:0], ua
+	}
+	return writeAll(bc, ms[:len(bufs)])
+}
+
+// UDP GSO's limits: one send carries at most 64 segments, and all of them
+// must fit one IP packet's length field.
+const (
+	gsoMaxSegments = 64
+	maxUDP4Payload = 1<<16 - 1 - 20 - 8
+	maxUDP6Payload = 1<<16 - 1 - 8
+)
+
+// coalesce fills ms for one GSO send and returns how many it used: each
+// run of same-sized packets (the last of a run may be shorter) is one
+// message whose iovecs are the packets, cut by the kernel at the size.
+func coalesce(ms []ipv6.Message, bufs [][]byte, ua *net.UDPAddr, v4 bool) int {
+	maxPayload := maxUDP6Payload
+	if v4 {
+		maxPayload = maxUDP4Payload
+	}
+	n := 0
+	for i := 0; i < len(bufs); n++ {
+		size, total, j := len(bufs[i]), len(bufs[i]), i+1
+		for j < len(bufs) && j-i < gsoMaxSegments && len(bufs[j]) <= size && total+len(bufs[j]) <= maxPayload {
+			total += len(bufs[j])
+			j++
+			if len(bufs[j-1]) < size {
+				break // a shorter packet ends its run
+			}
+		}
+		m := &ms[n]
+		m.Buffers, m.OOB, m.Addr = bufs[i:j], m.OOB[:0], ua
+		if j-i > 1 {
+			m.OOB = appendGSO(m.OOB, uint16(size))
+		}
+		i = j
+	}
+	return n
+}
+
+// writeAll sends every message; sendmmsg may take fewer at a time.
+func writeAll(bc batchConn, ms []ipv6.Message) error {
+	for len(ms) > 0 {
+		sent, err := bc.WriteBatch(ms, 0)
 		if err != nil {
 			return err
 		}
-		bufs = bufs[sent:]
+		ms = ms[sent:]
 	}
 	return nil
 }

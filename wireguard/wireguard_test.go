@@ -374,17 +374,27 @@ func TestQUIC(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ql.Close()
+		// The server's connection ends when the client's CONNECTION_CLOSE
+		// arrives, or with the test: that packet is UDP, and may be lost.
+		serving, stop := context.WithCancel(context.Background())
+		served := make(chan struct{})
+		defer func() { stop(); <-served }()
 		go func() {
-			conn, err := ql.Accept(context.Background())
+			defer close(served)
+			conn, err := ql.Accept(serving)
 			if err != nil {
 				return
 			}
-			s, err := conn.AcceptStream(context.Background())
+			defer conn.CloseWithError(0, "")
+			s, err := conn.AcceptStream(serving)
 			if err == nil {
 				_, _ = io.Copy(s, s)
 				_ = s.Close()
 			}
-			<-conn.Context().Done()
+			select {
+			case <-conn.Context().Done():
+			case <-serving.Done():
+			}
 		}()
 		dst := netip.AddrPortFrom(upstream(2), 443)
 		pc, err := c.DialUDPAddrPort(netip.AddrPort{}, dst)
