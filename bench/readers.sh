@@ -7,7 +7,8 @@
 # 2. Repeats that capture, with fresh ids, into a file of BENCH_MB (200) MB.
 # 3. Times, on that file, in one run: report in every format, ats report,
 #    and jq -c 'select(.kind=="tunnel")' as the yardstick; MB/s from the
-#    wall time, peak RSS from /usr/bin/time; with BENCH_GB=1 also report
+#    median wall time of BENCH_RUNS (3) runs (jq: one), peak RSS from
+#    /usr/bin/time; with BENCH_GB=1 also report
 #    text on a 1 GB file for its memory.
 # 4. Appends a dated table to bench/RESULTS.md.
 #
@@ -70,18 +71,21 @@ size=$(stat -c %s "$work/big.jsonl")
 size200=$size
 
 # --- 3. timings
-measure() { # name command...
-  local name=$1 t0 t1 rss
+measure() { # name command...: the median of BENCH_RUNS (3) runs; peak RSS the largest
+  local name=$1 t0 t1 times=() rss=0 r
   shift
-  t0=$(date +%s.%N)
-  /usr/bin/time -f %M -o "$work/rss" "$@" >/dev/null
-  t1=$(date +%s.%N)
-  rss=$(cat "$work/rss")
-  python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); print('| %s | %.1f | %.0f | %.0f |' % (sys.argv[3], s, int(sys.argv[4])/s/1e6, int(sys.argv[5])/1024))" \
-    "$t0" "$t1" "$name" "$size" "$rss"
+  for _ in $(seq 1 "${BENCH_RUNS:-3}"); do
+    t0=$(date +%s.%N)
+    /usr/bin/time -f %M -o "$work/rss" "$@" >/dev/null
+    t1=$(date +%s.%N)
+    times+=("$(python3 -c "import sys; print(float(sys.argv[2])-float(sys.argv[1]))" "$t0" "$t1")")
+    r=$(cat "$work/rss"); [ "$r" -gt "$rss" ] && rss=$r
+  done
+  python3 -c "import sys, statistics; s=statistics.median(map(float, sys.argv[4:])); print('| %s | %.2f | %.0f | %.0f |' % (sys.argv[1], s, int(sys.argv[2])/s/1e6, int(sys.argv[3])/1024))" \
+    "$name" "$size" "$rss" "${times[@]}"
 }
 rows=()
-rows+=("$(measure 'jq -c select(.kind=="tunnel")' jq -c 'select(.kind=="tunnel")' "$work/big.jsonl")")
+rows+=("$(BENCH_RUNS=1 measure 'jq -c select(.kind=="tunnel")' jq -c 'select(.kind=="tunnel")' "$work/big.jsonl")")
 for f in text json csv html har; do
   rows+=("$(measure "report --format $f" "$work/inspectproxy" report -q --format "$f" "$work/big.jsonl")")
 done
@@ -103,7 +107,7 @@ fi
   echo "- input: a real capture of $lines events (curl, python, Chromium through the proxy to local servers, with DNS failures, a refused connect, a direct request) repeated with fresh ids to $((size200 / 1000000)) MB (the 1 GB rows: that file 5 times)"
   echo "- machine: $(nproc) CPUs, $(go version | cut -d' ' -f3), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
   echo
-  echo "| command | seconds | MB/s | peak RSS MiB |"
+  echo "| command | seconds (median) | MB/s | peak RSS MiB |"
   echo "|---|---:|---:|---:|"
   printf '%s\n' "${rows[@]}"
 } | tee -a bench/RESULTS.md
