@@ -233,13 +233,14 @@ func startWireGuard(ctx context.Context, cfg config.Config, log *zap.Logger, emi
 	if err != nil {
 		return nil, err
 	}
-	port := net.JoinHostPort("", strconv.Itoa(int(srv.Port())))
-	s.cfg.Listen = port // the port bound, for a listen port of 0
+	host, _, _ := net.SplitHostPort(w.Listen) // Validate checked it
+	bound := net.JoinHostPort(host, strconv.Itoa(int(srv.Port())))
+	s.cfg.Listen = bound // the port bound, for a listen port of 0
 	endpoint, err := s.endpoint()
 	if err != nil {
 		endpoint = err.Error()
 	}
-	log.Info("WireGuard listening", zap.String("udp", port),
+	log.Info("WireGuard listening", zap.String("udp", bound),
 		zap.String("endpoint", endpoint), zap.Stringer("public_key", srv.PublicKey()), zap.Int("peers", len(peers)), zap.String("quic", w.QUIC),
 		zap.String("devices", "/setup/wireguard/ on the live console"))
 	if len(peers) == 0 {
