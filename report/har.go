@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	gojson "github.com/goccy/go-json"
+
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/timing"
 )
@@ -42,7 +44,7 @@ func WriteHAR(w io.Writer, r io.Reader, opts Options) error {
 	fmt.Fprintf(bw, "{\n  \"log\": {\n    \"version\": \"1.2\",\n    \"creator\": %s,\n    \"entries\": [", creator)
 	n := 0
 	entry := func(e *harEntry) error {
-		b, err := json.MarshalIndent(e, "      ", "  ")
+		b, err := gojson.MarshalIndent(e, "      ", "  ")
 		if err != nil {
 			return fmt.Errorf("report: har entry: %w", err)
 		}

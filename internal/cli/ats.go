@@ -65,6 +65,7 @@ func newATS(stdin io.Reader, stdout io.Writer) *cobra.Command {
 				return err
 			}
 			defer in.Close()
+			tuneGCForReading()
 			// The chain is the one part of an event the audit needs that
 			// the latency report skips.
 			r := event.NewReaderOptions(in, event.ReadOptions{Lean: true, Workers: event.Workers()})

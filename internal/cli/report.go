@@ -106,6 +106,21 @@ func (ff *filterFlags) filter() (*scope.Filter, error) {
 	return f, nil
 }
 
+// tuneGCForReading trades memory a reader does not need for speed. Its
+// live heap is a few batches in flight and the report's aggregates, so
+// collecting at 3× that (GOGC=200) rather than 2× takes GC's share down
+// (report text 0.78-0.85 s -> 0.68-0.72 s on 200 MB, peak RSS 53 -> 64-68
+// MB); a soft limit of 128 MiB keeps any report under the 150 MB the
+// readers promise. GOGC and GOMEMLIMIT in the environment win.
+func tuneGCForReading() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(128 << 20)
+	}
+}
+
 func newReport(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	var format, out string
 	var quiet bool
@@ -131,6 +146,7 @@ func newReport(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 				return err
 			}
 			defer in.Close()
+			tuneGCForReading()
 			opts := report.Options{Version: version(), Size: in.Size, Filter: filter}
 			if !quiet {
 				opts.Progress = stderr
