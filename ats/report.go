@@ -30,10 +30,13 @@ type Report struct {
 	Filter string `json:"filter,omitempty"`
 	// Lost counts events the proxy could not write (gap records).
 	Lost int64 `json:"lost_events,omitempty"`
-	// Skipped are input lines that could not be decoded.
-	Skipped   []string        `json:"skipped,omitempty"`
-	Domains   []*DomainReport `json:"domains"`
-	OverBroad []OverBroad     `json:"over_broad,omitempty"`
+	// SkippedLines counts input lines that could not be decoded; Skipped
+	// holds the first maxSkipped of their errors (a file of junk must not
+	// become a report, or a heap, of its size).
+	SkippedLines int             `json:"skipped_lines,omitempty"`
+	Skipped      []string        `json:"skipped,omitempty"`
+	Domains      []*DomainReport `json:"domains"`
+	OverBroad    []OverBroad     `json:"over_broad,omitempty"`
 	// Warnings are the Info.plist's caveats.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -192,6 +195,9 @@ func xmlText(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 }
 
+// maxSkipped is how many undecodable lines a report quotes.
+const maxSkipped = 10
+
 // BuildReport reads events from next until io.EOF and audits them against
 // default ATS and, when app is not nil, the app's Info.plist. Lines that do
 // not decode are skipped and listed; any other error stops the report.
@@ -207,7 +213,9 @@ func BuildReport(next func() (*event.Event, error), app *AppPolicy) (*Report, er
 		}
 		if err != nil {
 			if event.IsLineError(err) {
-				rep.Skipped = append(rep.Skipped, err.Error())
+				if rep.SkippedLines++; len(rep.Skipped) < maxSkipped {
+					rep.Skipped = append(rep.Skipped, err.Error())
+				}
 				continue
 			}
 			return nil, fmt.Errorf("ats: report: %w", err)
@@ -476,8 +484,15 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Lost > 0 {
 		fmt.Fprintf(&b, "lost: %d events the proxy could not write are not audited\n", r.Lost)
 	}
-	for _, s := range r.Skipped {
-		fmt.Fprintf(&b, "skipped: %s\n", s)
+	if r.SkippedLines > 0 {
+		fmt.Fprintf(&b, "skipped: %s", plural(r.SkippedLines, "undecodable line"))
+		if r.SkippedLines > len(r.Skipped) {
+			fmt.Fprintf(&b, "; the first %d", len(r.Skipped))
+		}
+		b.WriteString(":\n")
+		for _, s := range r.Skipped {
+			fmt.Fprintf(&b, "  %s\n", s)
+		}
 	}
 	if n := r.neverTotal(); n > 0 {
 		fmt.Fprintf(&b, "never connected: %d, by reason (no ATS verdict: no server was reached)\n", n)

@@ -127,3 +127,28 @@ func TestOverBroad(t *testing.T) {
 		})
 	}
 }
+
+// TestSkippedBounded: a file of junk is counted, and only its first lines
+// are quoted: the report and the heap do not grow with it.
+func TestSkippedBounded(t *testing.T) {
+	var in strings.Builder
+	for range 5000 {
+		in.WriteString("not an event\n")
+	}
+	r := event.NewReader(strings.NewReader(in.String()))
+	defer r.Close()
+	rep, err := BuildReport(r.Next, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.SkippedLines != 5000 || len(rep.Skipped) != maxSkipped {
+		t.Fatalf("skipped_lines %d, %d quoted; want 5000 and %d", rep.SkippedLines, len(rep.Skipped), maxSkipped)
+	}
+	var out bytes.Buffer
+	if err := rep.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "skipped: 5000 undecodable lines; the first 10:") || strings.Count(out.String(), "\n") > 20 {
+		t.Errorf("text report:\n%s", out.String())
+	}
+}
