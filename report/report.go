@@ -238,12 +238,8 @@ func scan(r io.Reader, opts Options, headers bool, fn func(*event.Event) error) 
 	var st scanStats
 	er := event.NewReaderOptions(r, event.ReadOptions{Lean: true, NoChain: true, Headers: headers, Workers: event.Workers()})
 	defer er.Close()
-	consumed := er.BytesRead
-	if c, ok := r.(interface{ Consumed() int64 }); ok {
-		// Compressed input: progress in bytes on disk, as its size is.
-		consumed = c.Consumed
-	}
-	p := progress{w: opts.Progress, size: opts.Size, from: cmp.Or(opts.ProgressFrom, defaultProgressFrom)}
+	consumed := Consumed(r, er)
+	p := NewProgress(opts.Progress, opts.Size, opts.ProgressFrom)
 	for {
 		ev, err := er.Next()
 		if err == io.EOF {
@@ -266,9 +262,9 @@ func scan(r io.Reader, opts Options, headers bool, fn func(*event.Event) error) 
 		if err := fn(ev); err != nil {
 			return st, err
 		}
-		p.update(consumed(), st.events)
+		p.Update(consumed(), st.events)
 	}
-	p.done(consumed(), st.events)
+	p.Done(consumed(), st.events)
 	if st.events == 0 && st.malformed > 0 {
 		return st, fmt.Errorf("%w: %d malformed lines, the first: %w", ErrNoEvents, st.malformed, st.firstMalformed)
 	}
@@ -278,9 +274,19 @@ func scan(r io.Reader, opts Options, headers bool, fn func(*event.Event) error) 
 // defaultProgressFrom is Options.ProgressFrom's default.
 const defaultProgressFrom = 32 << 20
 
-// progress writes "\r"-rewritten progress lines: when the percentage changes
-// if the size is known, else every progressStep bytes.
-type progress struct {
+// Consumed reports how much of r the reader er has read: bytes on disk for
+// compressed input (whose size is on disk too), else bytes decoded.
+func Consumed(r io.Reader, er *event.Reader) func() int64 {
+	if c, ok := r.(interface{ Consumed() int64 }); ok {
+		return c.Consumed
+	}
+	return er.BytesRead
+}
+
+// Progress writes "\r"-rewritten progress lines to a terminal: when the
+// percentage changes if the size is known, else every progressStep bytes;
+// nothing for an input under its threshold. A nil Progress writes nothing.
+type Progress struct {
 	w       io.Writer
 	size    int64
 	from    int64
@@ -288,8 +294,18 @@ type progress struct {
 	written bool
 }
 
-func (p *progress) update(n int64, events int) {
-	if p.w == nil || max(p.size, n) < p.from {
+// NewProgress writes to w (nil: nowhere) the progress of reading an input
+// of size bytes (0: unknown), once it reaches from bytes (0: 32 MB).
+func NewProgress(w io.Writer, size, from int64) *Progress {
+	if w == nil {
+		return nil
+	}
+	return &Progress{w: w, size: size, from: cmp.Or(from, defaultProgressFrom)}
+}
+
+// Update reports n bytes and events read so far.
+func (p *Progress) Update(n int64, events int) {
+	if p == nil || max(p.size, n) < p.from {
 		return
 	}
 	mark := n / progressStep
@@ -304,13 +320,14 @@ func (p *progress) update(n int64, events int) {
 	p.write(n, events, "")
 }
 
-func (p *progress) done(n int64, events int) {
-	if p.w != nil && (p.written || max(p.size, n) >= p.from) {
+// Done ends the progress line.
+func (p *Progress) Done(n int64, events int) {
+	if p != nil && (p.written || max(p.size, n) >= p.from) {
 		p.write(n, events, "\n")
 	}
 }
 
-func (p *progress) write(n int64, events int, end string) {
+func (p *Progress) write(n int64, events int, end string) {
 	if p.size > 0 {
 		fmt.Fprintf(p.w, "\rreading events: %3d%% of %s, %d events%s", min(n*100/p.size, 100), byteSize(p.size), events, end)
 		return

@@ -11,6 +11,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/proxy"
+	"github.com/inspectproxy/inspectproxy/report"
 )
 
 // atsChecker builds the ATS checker of the ats config section.
@@ -28,13 +29,13 @@ func atsChecker(c config.ATS) (ats.Checker, error) {
 	return ch, nil
 }
 
-func newATS(stdin io.Reader, stdout io.Writer) *cobra.Command {
+func newATS(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{Use: "ats", Short: "App Transport Security: audit events, probe a server"}
 
 	var plist, format, out string
-	var asJSON bool
+	var asJSON, quiet bool
 	var ff filterFlags
-	report := &cobra.Command{
+	audit := &cobra.Command{
 		Use:   "report EVENTS.jsonl [MORE.jsonl[.gz] ...]",
 		Short: "Per domain: ATS violations, the NSExceptionDomains entry needed, and over-broad plist exceptions",
 		Long: "Reads events files in the order given (gzip-compressed rotated backups too), or - for standard input. " +
@@ -70,18 +71,26 @@ func newATS(stdin io.Reader, stdout io.Writer) *cobra.Command {
 			// the latency report skips.
 			r := event.NewReaderOptions(in, event.ReadOptions{Lean: true, Workers: event.Workers()})
 			defer r.Close()
-			next := r.Next
-			if filter != nil {
-				next = func() (*event.Event, error) {
-					for {
-						ev, err := r.Next()
-						if err != nil || filter.Keep(ev) {
-							return ev, err
-						}
+			var progress *report.Progress
+			if !quiet {
+				progress = report.NewProgress(stderr, in.Size, 0)
+			}
+			consumed, events := report.Consumed(in, r), 0
+			next := func() (*event.Event, error) {
+				for {
+					ev, err := r.Next()
+					if err != nil {
+						return ev, err
+					}
+					if filter == nil || filter.Keep(ev) {
+						events++
+						progress.Update(consumed(), events)
+						return ev, nil
 					}
 				}
 			}
 			rep, err := ats.BuildReport(next, app)
+			progress.Done(consumed(), events)
 			if err != nil {
 				return err
 			}
@@ -99,11 +108,12 @@ func newATS(stdin io.Reader, stdout io.Writer) *cobra.Command {
 			return err
 		},
 	}
-	report.Flags().StringVar(&plist, "ats-plist", "", "the app's Info.plist (XML or binary)")
-	report.Flags().StringVar(&format, "format", "text", "text, json or html (one self-contained page to hand to the app's developers)")
-	report.Flags().BoolVar(&asJSON, "json", false, "JSON instead of text (same as --format json)")
-	report.Flags().StringVarP(&out, "output", "o", "", "write to this file instead of stdout")
-	ff.add(report.Flags())
+	audit.Flags().StringVar(&plist, "ats-plist", "", "the app's Info.plist (XML or binary)")
+	audit.Flags().StringVar(&format, "format", "text", "text, json or html (one self-contained page to hand to the app's developers)")
+	audit.Flags().BoolVar(&asJSON, "json", false, "JSON instead of text (same as --format json)")
+	audit.Flags().StringVarP(&out, "output", "o", "", "write to this file instead of stdout")
+	audit.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr (shown for inputs of 32 MB and more)")
+	ff.add(audit.Flags())
 
 	var probeJSON bool
 	var timeout time.Duration
@@ -130,6 +140,6 @@ func newATS(stdin io.Reader, stdout io.Writer) *cobra.Command {
 	probe.Flags().BoolVar(&probeJSON, "json", false, "JSON instead of text")
 	probe.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per configuration")
 	probe.Flags().StringSliceVar(&roots, "extra-roots", nil, "PEM files of roots trusted besides the system's (a device's user-installed roots)")
-	root.AddCommand(report, probe)
+	root.AddCommand(audit, probe)
 	return root
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -173,6 +174,44 @@ func TestReportCommands(t *testing.T) {
 				t.Errorf("output lacks %q:\n%.400s", tc.want, out.String())
 			}
 		})
+	}
+}
+
+// TestReportProgress: both readers show progress on stderr for a big input
+// (32 MB and more), and -q silences it; stdout holds the report only.
+func TestReportProgress(t *testing.T) {
+	src, err := os.ReadFile("../../report/testdata/events.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(t.TempDir(), "big.jsonl")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; n < 33<<20; n += len(src) {
+		if _, err := f.Write(src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{"report"}, {"ats", "report"}} {
+		for _, quiet := range []bool{false, true} {
+			args := append(slices.Clone(cmd), big)
+			if quiet {
+				args = append(args, "-q")
+			}
+			var out, errb bytes.Buffer
+			if code := Main(context.Background(), args, &out, &errb); code != 0 {
+				t.Fatalf("%v: exit %d: %s", args, code, errb.String())
+			}
+			shown := strings.Contains(errb.String(), "\rreading events: 100% of 3")
+			if shown == quiet || strings.Contains(out.String(), "reading events") {
+				t.Errorf("%v: progress on stderr %v, want %v; stderr %q", args, shown, !quiet, errb.String()[max(0, errb.Len()-120):])
+			}
+		}
 	}
 }
 

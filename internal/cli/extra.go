@@ -26,7 +26,7 @@ import (
 
 // extraCommands are the report, ats, ca and wireguard commands.
 func extraCommands(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Command {
-	return []*cobra.Command{newCA(stdout, stderr), newATS(stdin, stdout), newReport(stdin, stdout, stderr), newWireGuard(stdout, stderr)}
+	return []*cobra.Command{newCA(stdout, stderr), newATS(stdin, stdout, stderr), newReport(stdin, stdout, stderr), newWireGuard(stdout, stderr)}
 }
 
 // keylogPath is mitm.keylog (--keylog), else $SSLKEYLOGFILE, as browsers
