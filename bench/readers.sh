@@ -89,14 +89,14 @@ rows+=("$(BENCH_RUNS=1 measure 'jq -c select(.kind=="tunnel")' jq -c 'select(.ki
 for f in text json csv html har; do
   rows+=("$(measure "report --format $f" "$work/inspectproxy" report -q --format "$f" "$work/big.jsonl")")
 done
-rows+=("$(measure 'ats report' "$work/inspectproxy" ats report "$work/big.jsonl")")
+rows+=("$(measure 'ats report' "$work/inspectproxy" ats report -q "$work/big.jsonl")")
 rows+=("$(measure 'report (1 core: GOMAXPROCS=1)' env GOMAXPROCS=1 "$work/inspectproxy" report -q "$work/big.jsonl")")
-rows+=("$(measure 'ats report (1 core)' env GOMAXPROCS=1 "$work/inspectproxy" ats report "$work/big.jsonl")")
+rows+=("$(measure 'ats report (1 core)' env GOMAXPROCS=1 "$work/inspectproxy" ats report -q "$work/big.jsonl")")
 if [ "${BENCH_GB:-0}" = 1 ]; then
   for _ in 1 2 3 4 5; do cat "$work/big.jsonl"; done >"$work/gb.jsonl"
   size=$(stat -c %s "$work/gb.jsonl")
   rows+=("$(measure 'report, 1 GB file' "$work/inspectproxy" report -q "$work/gb.jsonl")")
-  rows+=("$(measure 'ats report, 1 GB file' "$work/inspectproxy" ats report "$work/gb.jsonl")")
+  rows+=("$(measure 'ats report, 1 GB file' "$work/inspectproxy" ats report -q "$work/gb.jsonl")")
 fi
 
 # --- 4. results
