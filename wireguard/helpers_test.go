@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -209,7 +211,12 @@ func (e *testEnv) config(t testing.TB, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ClientConfig(p, mustServerKey(t, e.store), fmt.Sprintf("127.0.0.1:%d", e.srv.Port()), DNSAddrs(e.srv.opts.Network, e.srv.opts.Network6), 1420)
+	host, _, _ := net.SplitHostPort(e.srv.opts.Listen)
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	endpoint := net.JoinHostPort(host, strconv.Itoa(int(e.srv.Port())))
+	return ClientConfig(p, mustServerKey(t, e.store), endpoint, DNSAddrs(e.srv.opts.Network, e.srv.opts.Network6), 1420)
 }
 
 func mustServerKey(t testing.TB, s *Store) Key {

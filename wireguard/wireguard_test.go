@@ -579,13 +579,15 @@ func waitPeers(t *testing.T, s *Server, n int) {
 // TestListenHost: the listen host is the only address the UDP port is
 // bound on, and an empty host binds every address. The kernel judges: a
 // second socket can bind the same port on another loopback address only
-// if the server did not take the wildcard.
+// if the server did not take the wildcard. A device's connection goes
+// through each kind of bind, IPv6 too.
 func TestListenHost(t *testing.T) {
 	for _, tc := range []struct {
 		listen    string
 		otherFree bool
 	}{
 		{"127.0.0.1:0", true},
+		{"[::1]:0", true},
 		{":0", false},
 	} {
 		t.Run(tc.listen, func(t *testing.T) {
@@ -597,6 +599,22 @@ func TestListenHost(t *testing.T) {
 			if free := err == nil; free != tc.otherFree {
 				t.Errorf("listen %q: port %d on 127.0.0.2 free = %v (%v), want %v", tc.listen, env.srv.Port(), free, err, tc.otherFree)
 			}
+
+			ln := listen(t, 1, 0)
+			serve(ln, func(c net.Conn) {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			})
+			d := newClient(t, env.config(t, "phone")).dial(t, ln.Addr().String())
+			if _, err := io.WriteString(d, "through the tunnel"); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, len("through the tunnel"))
+			if _, err := io.ReadFull(d, buf); err != nil || string(buf) != "through the tunnel" {
+				t.Fatalf("echo %q, %v", buf, err)
+			}
+			_ = d.Close()
+			env.events.wait(t, "tunnel", func(e *event.Event) bool { return e.Kind == event.KindTunnel && e.Peer == "phone" })
 		})
 	}
 }
