@@ -520,7 +520,7 @@ func (u *upstreamConn) Read(p []byte) (int, error) {
 
 func (u *upstreamConn) Write(p []byte) (int, error) {
 	if tr := u.hello.Load(); tr != nil {
-		// Read after the write: parsing must not delay the bytes. The
+		// Fed after the write, so parsing does not delay the bytes. The
 		// handshake's own goroutine is the only writer and reader.
 		at := u.s.rec.since()
 		defer func() { tr.Feed(tlsinfo.ClientToServer, p, at) }()
