@@ -27,7 +27,7 @@ go test -c -o "$W/wg.test" ./wireguard/
 cd "$W"
 ./wg.test -test.run '^$' -test.bench 'Download' -test.benchtime 2x -test.count "$BENCH_COUNT" | tee dl.txt
 ./wg.test -test.run '^$' -test.bench 'Connection' -test.benchtime "$BENCH_CONN_TIME" -test.count "$BENCH_COUNT" | tee conn.txt
-./wg.test -test.run '^$' -test.bench 'Download/wireguard' -test.benchtime 2x -test.cpuprofile cpu.out >/dev/null
+./wg.test -test.run '^$' -test.bench 'Download/^wireguard$' -test.benchtime 2x -test.cpuprofile cpu.out >/dev/null
 go tool pprof -top -nodecount 15 wg.test cpu.out 2>/dev/null | sed -n '/flat%/,$p' >profile.txt
 
 # median FIELD_NAME BENCH_NAME FILE: the median of the value before FIELD_NAME on BENCH_NAME's lines.
@@ -36,9 +36,10 @@ median() {
     sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'
 }
 dl_http=$(median MB/s 'Download/http-proxy' dl.txt)
-dl_wg=$(median MB/s 'Download/wireguard' dl.txt)
+dl_wg=$(median MB/s 'Download/wireguard-[0-9]+$' dl.txt)
+dl_wg1=$(median MB/s 'Download/wireguard-one-address' dl.txt)
 cpu_http=$(median cpu-ms/op 'Download/http-proxy' dl.txt)
-cpu_wg=$(median cpu-ms/op 'Download/wireguard' dl.txt)
+cpu_wg=$(median cpu-ms/op 'Download/wireguard-[0-9]+$' dl.txt)
 # ns/op of a parallel benchmark is wall time per connection: the rate is 1e9 / ns.
 cr_http=$(median ns/op 'Connection/http-proxy' conn.txt | awk '{ printf "%.0f", 1e9 / $1 }')
 cr_wg=$(median ns/op 'Connection/wireguard' conn.txt | awk '{ printf "%.0f", 1e9 / $1 }')
@@ -57,6 +58,7 @@ report=$(cat <<EOF
 | | HTTP proxy (CONNECT) | WireGuard | WireGuard / HTTP proxy |
 |---|---:|---:|---:|
 | download of 256 MiB, MB/s | $dl_http | $dl_wg | $(ratio "$dl_wg" "$dl_http")× |
+| the same, WireGuard bound to one address (\`wireguard.listen: 127.0.0.1:…\`) | | $dl_wg1 | $(ratio "$dl_wg1" "$dl_http")× |
 | CPU per download (client + proxy + server), ms | $cpu_http | $cpu_wg | $(ratio "$cpu_wg" "$cpu_http")× |
 | connections/s (16 at a time, 1 KiB each) | $cr_http | $cr_wg | $(ratio "$cr_wg" "$cr_http")× |
 | CPU per connection, ms | $ccpu_http | $ccpu_wg | $(ratio "$ccpu_wg" "$ccpu_http")× |

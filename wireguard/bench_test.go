@@ -84,10 +84,10 @@ func httpProxy(b *testing.B) func(target string) net.Conn {
 	}
 }
 
-// tunnelDialer starts the WireGuard mode and returns a dialer through a
-// device in its tunnel.
-func tunnelDialer(b testing.TB) func(string) net.Conn {
-	env := testServer(b, nil)
+// tunnelDialer starts the WireGuard mode listening on listen and returns
+// a dialer through a device in its tunnel.
+func tunnelDialer(b testing.TB, listen string) func(string) net.Conn {
+	env := testServer(b, func(o *Options) { o.Listen = listen })
 	c := newClient(b, env.config(b, "phone"))
 
 	return func(target string) net.Conn {
@@ -99,10 +99,12 @@ func tunnelDialer(b testing.TB) func(string) net.Conn {
 	}
 }
 
-// BenchmarkDownload is one TCP download of downloadBytes per op.
+// BenchmarkDownload is one TCP download of downloadBytes per op; the
+// WireGuard mode on every address (wireguard-go's bind) and on one
+// (hostBind).
 func BenchmarkDownload(b *testing.B) {
 	up := benchUpstream(b)
-	for _, mode := range []string{"http-proxy", "wireguard"} {
+	for _, mode := range []string{"http-proxy", "wireguard", "wireguard-one-address"} {
 		b.Run(mode, func(b *testing.B) {
 			dial := dialerFor(b, mode)
 			b.SetBytes(downloadBytes)
@@ -163,8 +165,11 @@ func reportCPU(b *testing.B) func() {
 }
 
 func dialerFor(b *testing.B, mode string) func(string) net.Conn {
-	if mode == "wireguard" {
-		return tunnelDialer(b)
+	switch mode {
+	case "wireguard":
+		return tunnelDialer(b, ":0")
+	case "wireguard-one-address":
+		return tunnelDialer(b, "127.0.0.1:0")
 	}
 	return httpProxy(b)
 }
