@@ -24,6 +24,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/chromium"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"github.com/inspectproxy/inspectproxy/live"
 	"github.com/inspectproxy/inspectproxy/proxy"
@@ -48,16 +49,6 @@ func (c *closedEvents) of(client string) *event.Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.evs[client]
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // TestBrowserLive opens the console in Chromium, sends a request with curl
@@ -132,9 +123,9 @@ func TestBrowserLive(t *testing.T) {
 		t.Fatalf("the console starts with %d rows, want the %d of the history", n, len(history))
 	}
 
-	port := freePort(t)
-	client := fmt.Sprintf("127.0.0.1:%d", port)
-	curl := exec.Command("curl", "-sS", "--cacert", caFile, "--local-port", fmt.Sprint(port), "-x", "http://"+ln.Addr().String(), "https://"+target+"/slow")
+	client := testnet.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(client)
+	curl := exec.Command("curl", "-sS", "--cacert", caFile, "--local-port", port, "-x", "http://"+ln.Addr().String(), "https://"+target+"/slow")
 	curlDone := make(chan error, 1)
 	var curlOut strings.Builder
 	curl.Stdout, curl.Stderr = &curlOut, &curlOut

@@ -31,6 +31,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/ca"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"github.com/inspectproxy/inspectproxy/internal/testtool"
 	"github.com/inspectproxy/inspectproxy/metrics"
@@ -58,16 +59,6 @@ func jaegerBinary(t *testing.T) string {
 type jaeger struct {
 	otlpHTTP, otlpGRPC, query string // host:port
 	out                       *bytes.Buffer
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // jaegerConfig is a Jaeger v2 (OpenTelemetry Collector) configuration:
@@ -158,9 +149,9 @@ func listening(addr string) bool {
 
 func startJaeger(t *testing.T) *jaeger {
 	t.Helper()
-	j := &jaeger{otlpHTTP: freePort(t), otlpGRPC: freePort(t), query: freePort(t)}
+	j := &jaeger{otlpHTTP: testnet.FreeAddr(t), otlpGRPC: testnet.FreeAddr(t), query: testnet.FreeAddr(t)}
 	file := filepath.Join(t.TempDir(), "jaeger.yaml")
-	if err := os.WriteFile(file, fmt.Appendf(nil, jaegerConfig, j.query, freePort(t), j.otlpGRPC, j.otlpHTTP), 0o600); err != nil {
+	if err := os.WriteFile(file, fmt.Appendf(nil, jaegerConfig, j.query, testnet.FreeAddr(t), j.otlpGRPC, j.otlpHTTP), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	runJaeger(t, "jaeger", file)
@@ -465,7 +456,7 @@ func (w *world) get(t *testing.T, u string, roots []byte) *tls.ConnectionState {
 // connectRefused asks the proxy for a tunnel to a port nothing listens on.
 func (w *world) connectRefused(t *testing.T) string {
 	t.Helper()
-	target := freePort(t) // closed again: connect is refused
+	target := testnet.FreeAddr(t) // closed again: connect is refused
 	c, err := net.Dial("tcp", w.proxyURL.Host)
 	if err != nil {
 		t.Fatal(err)
@@ -781,7 +772,7 @@ func ptrOr(p *float64) float64 {
 // the backend, and its spans must come out as Prometheus histograms.
 func TestCollectorExample(t *testing.T) {
 	backend := startJaeger(t)
-	grpcAddr, httpAddr, promAddr, selfAddr := freePort(t), freePort(t), freePort(t), freePort(t)
+	grpcAddr, httpAddr, promAddr, selfAddr := testnet.FreeAddr(t), testnet.FreeAddr(t), testnet.FreeAddr(t), testnet.FreeAddr(t)
 	selfHost, selfPort := hostPortOf(t, selfAddr)
 	runJaeger(t, "collector", "../configs/otel-collector.yaml",
 		"COLLECTOR_OTLP_GRPC="+grpcAddr, "COLLECTOR_OTLP_HTTP="+httpAddr,

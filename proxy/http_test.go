@@ -16,6 +16,7 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testnet"
 )
 
 func TestPlainHTTPReuse(t *testing.T) {
@@ -60,9 +61,7 @@ func TestPlainHTTPReuse(t *testing.T) {
 
 func TestPlainHTTPUpstreamDown(t *testing.T) {
 	h := startProxy(t, nil)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testnet.FreeAddr(t)
 	pu, _ := url.Parse("http://" + h.addr)
 	cl := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
 	resp, err := cl.Get("http://" + addr + "/")

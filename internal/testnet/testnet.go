@@ -85,6 +85,18 @@ func Pair(t testing.TB) (dialled, accepted *net.TCPConn) {
 	return a, b
 }
 
+// FreeAddr is a loopback address nothing listens on once it returns: a
+// port the kernel just handed out and that was released at once.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // OpenFDs counts this process's open file descriptors (Linux: /proc).
 func OpenFDs(t testing.TB) int {
 	t.Helper()
