@@ -13,7 +13,6 @@ import (
 
 	"github.com/inspectproxy/inspectproxy/ats"
 	"github.com/inspectproxy/inspectproxy/ca"
-	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"github.com/inspectproxy/inspectproxy/tlsinfo"
@@ -23,15 +22,7 @@ import (
 // returns a client that trusts that CA only.
 func mitmProxy(t *testing.T) (*harness, *http.Client, *ca.CA) {
 	t.Helper()
-	c, err := ca.Init(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := ca.NewIssuer(c, ca.IssuerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := startProxyWith(t, func(cfg *config.Config) { cfg.MITM.Enabled = true }, Options{MITM: iss})
+	h, c := mitmProxyWith(t, nil, Options{})
 	pool := x509.NewCertPool()
 	pool.AddCert(c.Certificate())
 	pu, _ := url.Parse("http://" + h.addr)
