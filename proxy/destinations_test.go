@@ -207,21 +207,33 @@ func mustPort(hostport string) uint16 {
 	return uint16(n)
 }
 
+// outsideAllowList listens on every address but admits only 10.0.0.0/8,
+// which the network namespace's peer is not in.
+func outsideAllowList(c *config.Config) {
+	c.Listen = "0.0.0.0:0"
+	c.Access.AllowClients = []string{"10.0.0.0/8"}
+}
+
+// dialFromPeer connects from the namespace's peer to the proxy at addr,
+// through the host's side of the veth pair.
+func dialFromPeer(t *testing.T, pair *netns.Pair, addr string) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pair.Dial(ctx, "tcp", netip.AddrPortFrom(pair.Host4, mustPort(addr)).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // TestRemoteClientNotAllowed: a client on another host outside
 // access.allow_clients gets 403 and an event.
 func TestRemoteClientNotAllowed(t *testing.T) {
 	pair := netns.New(t)
-	h := startProxy(t, func(c *config.Config) {
-		c.Listen = "0.0.0.0:0"
-		c.Access.AllowClients = []string{"10.0.0.0/8"}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pair.Dial(ctx, "tcp", netip.AddrPortFrom(pair.Host4, mustPort(h.addr)).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h := startProxy(t, outsideAllowList)
+	c := dialFromPeer(t, pair, h.addr)
 	fmt.Fprint(c, "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
 	if err != nil || resp.StatusCode != http.StatusForbidden {

@@ -2,15 +2,12 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/internal/netns"
@@ -75,17 +72,8 @@ func TestSetupPageAuth(t *testing.T) {
 // for the setup page too.
 func TestSetupPageRefusesOthers(t *testing.T) {
 	pair := netns.New(t)
-	h := setupProxy(t, func(c *config.Config) {
-		c.Listen = "0.0.0.0:0"
-		c.Access.AllowClients = []string{"10.0.0.0/8"}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pair.Dial(ctx, "tcp", netip.AddrPortFrom(pair.Host4, mustPort(h.addr)).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h := setupProxy(t, outsideAllowList)
+	c := dialFromPeer(t, pair, h.addr)
 	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil || resp.StatusCode != http.StatusForbidden {
