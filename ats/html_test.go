@@ -89,9 +89,5 @@ func TestHTMLChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := chromium.Check(t, page, 1400, 2400, 12)
-	if *golden.Update {
-		if err := os.WriteFile("testdata/report-html.png", r.PNG, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	golden.Keep(t, "report-html.png", r.PNG)
 }

@@ -116,9 +116,5 @@ func TestHTMLChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := chromium.Check(t, page, 1400, 2000, 50)
-	if *golden.Update {
-		if err := os.WriteFile("testdata/screenshot.png", r.PNG, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	golden.Keep(t, "screenshot.png", r.PNG)
 }

@@ -13,6 +13,18 @@ import (
 // Update is the -update flag: rewrite golden files instead of comparing.
 var Update = flag.Bool("update", false, "rewrite golden files in testdata/")
 
+// Keep writes b to testdata/name under -update, and does nothing
+// otherwise: a file for people to look at (a screenshot), never compared.
+func Keep(t testing.TB, name string, b []byte) {
+	t.Helper()
+	if !*Update {
+		return
+	}
+	if err := os.WriteFile(filepath.Join("testdata", name), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Check compares got with testdata/name, or rewrites it under -update.
 func Check(t testing.TB, name string, got []byte) {
 	t.Helper()
