@@ -92,7 +92,7 @@ func TestBrowserLive(t *testing.T) {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.TLS.Probe = false // only curl's handshake reaches the server
 	srv, err := proxy.New(cfg, proxy.Options{Log: zap.NewNop(), Sink: discard{},
-		Live: live.Proxy{Hub: hub}, Observers: []proxy.Observer{live.Proxy{Hub: hub}, closed}})
+		Live: live.Proxy{Hub: hub}, Observers: []proxy.Observer{closed}})
 	if err != nil {
 		t.Fatal(err)
 	}

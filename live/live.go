@@ -27,34 +27,10 @@ const (
 	Closed        Phase = "closed"
 )
 
-// Publisher is what the proxy calls. ev is a snapshot the publisher does
-// not touch again: the connection's event as it stands, End zero while
-// open; at Closed it is the event written to the events file.
-type Publisher interface {
-	// Active reports whether anyone watches. Open phases may be skipped
-	// (and their snapshots not built) when it is false; Closed should
-	// always be published, it feeds the history a console starts with.
-	Active() bool
-	Publish(phase Phase, ev *event.Event)
-}
-
-// Proxy adapts a Hub to the proxy's two hooks: its Live (open phases,
-// built only while Active) and one of its Observers (closed events, which
-// the proxy gives observers whether or not anyone watches, so the history
-// a console starts with has no gaps). Register the same value as both;
-// the closed phase given to Live is left to ConnClosed so that it is not
-// counted twice.
+// Proxy adapts a Hub to the proxy's Live hook: open phases arrive only
+// while the hub is Active, the closed event always, so the history a
+// console starts with has no gaps.
 type Proxy struct{ *Hub }
 
-// Publish takes an open phase from the proxy.
-func (p Proxy) Publish(phase string, ev *event.Event) {
-	if Phase(phase) != Closed {
-		p.Hub.Publish(Phase(phase), ev)
-	}
-}
-
-// ConnOpened is a no-op: the Accepted phase says it with the snapshot.
-func (Proxy) ConnOpened(string) {}
-
-// ConnClosed takes the finished event.
-func (p Proxy) ConnClosed(ev *event.Event) { p.Hub.Publish(Closed, ev) }
+// Publish takes a phase from the proxy.
+func (p Proxy) Publish(phase string, ev *event.Event) { p.Hub.Publish(Phase(phase), ev) }

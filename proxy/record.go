@@ -25,7 +25,9 @@ type Observer interface {
 
 // Live is told each phase of every open stream as it happens (the live
 // console). Publish gets a snapshot it may keep; it must not block. The
-// proxy builds snapshots only while Active reports true.
+// proxy builds snapshots of open phases only while Active reports true;
+// the closed event is always published (it feeds the history a console
+// starts with).
 type Live interface {
 	Active() bool
 	Publish(phase string, ev *event.Event)
@@ -99,7 +101,7 @@ func (e *emitter) emit(ev *event.Event, log *zap.Logger) {
 	for _, o := range e.observers { // first, so metrics never lag the events file
 		o.ConnClosed(ev)
 	}
-	if e.live != nil && e.live.Active() {
+	if e.live != nil {
 		e.live.Publish(PhaseClosed, ev)
 	}
 	if err := e.sink.Write(ev); err != nil {

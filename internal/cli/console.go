@@ -106,7 +106,6 @@ func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x5
 		return nil, err
 	}
 	o.Live = live.Proxy{Hub: u.hub}
-	o.Observers = append(o.Observers, live.Proxy{Hub: u.hub})
 	o.Self = append(o.Self, ln.Addr())
 	u.consoleURL = console.URL(ln.Addr(), cfg.UI.Token)
 	go func() {
