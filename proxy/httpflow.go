@@ -154,7 +154,8 @@ func (s *session) startExchange(r *http.Request) (*exchange, *http.Response) {
 
 // headers returns what an event keeps of a header block: fields in order,
 // secrets redacted, at most limits.max_header_bytes_recorded of them; and
-// the block's size as an HTTP/1.1 client would send it.
+// the block's size as an HTTP/1.1 client would send it. s.rec.mu held:
+// a bound reached is counted in the record.
 func (s *session) headers(h http.Header, host string) ([]event.Header, int64) {
 	var out []event.Header
 	var size, kept int64
@@ -380,7 +381,11 @@ func (ex *exchange) set(t *time.Duration) {
 func (ex *exchange) gotResponse(resp *http.Response) {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
+	rec := ex.s.rec
+	rec.mu.Lock() // headers may count a cut in the record
 	hs, size := ex.s.headers(resp.Header, "")
+	rec.size += headerBytes(hs)
+	rec.mu.Unlock()
 	ex.update(func(h *event.HTTP) {
 		h.Status = resp.StatusCode
 		h.Proto = resp.Proto
@@ -404,10 +409,7 @@ func (ex *exchange) gotResponse(resp *http.Response) {
 			h.BlockedMS = timing.MSPtr(max(blocked, 0))
 		}
 	})
-	ex.s.rec.mu.Lock()
-	ex.s.rec.size += headerBytes(hs)
-	ex.s.rec.mu.Unlock()
-	ex.s.rec.publish(PhaseHTTP)
+	rec.publish(PhaseHTTP)
 }
 
 func (ex *exchange) done() {
