@@ -121,3 +121,31 @@ func TestSOCKS5Chromium(t *testing.T) {
 		}
 	}
 }
+
+// TestSOCKS5MaxConnections: over limits.max_connections a SOCKS client
+// gets a general failure, and the event names the limit, as an HTTP
+// client's does.
+func TestSOCKS5MaxConnections(t *testing.T) {
+	h, socks := socksProxy(t, func(c *config.Config) { c.Limits.MaxConnections = 1 })
+	first, err := net.Dial("tcp", socks) // holds the one slot
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	c, err := net.Dial("tcp", socks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte{5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80})
+	got := make([]byte, 4)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != string([]byte{5, 0, 5, 1}) {
+		t.Errorf("reply % x, %v; want 05 00 05 01 (general failure)", got, err)
+	}
+	if ev := h.event(); ev.Limit != "limits.max_connections" || !strings.Contains(ev.Error, "max_connections") {
+		t.Errorf("refused connection's event: limit %q error %q", ev.Limit, ev.Error)
+	}
+	_ = first.Close()
+	h.event()
+}

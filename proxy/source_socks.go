@@ -76,8 +76,9 @@ func (s *socksSource) handle(c *net.TCPConn, slot bool, start time.Time) {
 		rec.finish(nil)
 		return
 	case !slot:
-		refuse(socks5.GeneralFailure, limitMsg("max_connections", cap(s.conns.slots)))
-		rec.update(func(ev *event.Event) { ev.Limit = "limits.max_connections" })
+		msg := limitMsg("max_connections", cap(s.conns.slots))
+		rec.setLimit("limits.max_connections", msg) // before refuse writes the event
+		refuse(socks5.GeneralFailure, msg)
 		return
 	case s.conns.inShutdown():
 		refuse(socks5.GeneralFailure, "the proxy is shutting down")
