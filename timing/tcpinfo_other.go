@@ -4,20 +4,7 @@ package timing
 
 import (
 	"net"
-	"time"
 )
-
-// SockInfo is what the kernel knows of a TCP socket.
-type SockInfo struct {
-	Closed      bool
-	PeerFIN     bool
-	SinceRecv   time.Duration
-	Unacked     uint32
-	RTT         time.Duration
-	BytesSent   uint64
-	NotSent     uint32
-	Retransmits uint32
-}
 
 // Info is only implemented on Linux; elsewhere ok is false and callers
 // fall back to what the copy loops saw.
