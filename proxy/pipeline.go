@@ -151,7 +151,6 @@ func (p *progress) update() {
 		return
 	}
 	info := p.tracker.Info()
-	snap := p.close.Snapshot()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.done == nil {
@@ -164,7 +163,7 @@ func (p *progress) update() {
 		{PhaseClientHello, info.ClientHello != nil},
 		{PhaseServerHello, info.ServerHello != nil},
 		{PhaseHandshakeDone, info.HandshakeDoneAt >= 0},
-		{PhaseFirstFIN, snap.FirstFIN != ""},
+		{PhaseFirstFIN, p.close.FirstFIN() != ""},
 	} {
 		if m.reached && !p.done[m.phase] {
 			p.done[m.phase] = true

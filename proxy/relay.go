@@ -277,7 +277,11 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 		return
 	}
 	src, dst := sideName(e.srcSide), sideName(e.dstSide)
-	if err == io.EOF && e.srcTCP != nil {
+	// The source socket as its peer's FIN left it, read once: for a reset
+	// taken for a FIN, then for the bytes sent to it before that FIN.
+	var si timing.SockInfo
+	siOK := false
+	if err == io.EOF && e.srcTCP != nil && !r.close.HasFIN(dst) {
 		// The kernel reports a reset once: if the other direction's write
 		// took it, this read sees a plain EOF. A socket whose peer sent
 		// FIN is in CLOSE_WAIT; one that was reset is closed, which a
@@ -286,18 +290,15 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 		// Only while the other direction still writes into this socket
 		// can it have taken the reset: once it is over (the proxy's FIN
 		// went first), an EOF is a FIN.
-		if !r.close.HasFIN(sideName(e.dstSide)) {
-			if si, ok := timing.Info(e.srcTCP); ok && si.Closed && !si.PeerFIN {
-				r.peerReset(e.srcSide, at)
-				r.tracker.Reset(dir, at)
-				return
-			}
+		if si, siOK = timing.Info(e.srcTCP); siOK && si.Closed && !si.PeerFIN {
+			r.peerReset(e.srcSide, at)
+			r.tracker.Reset(dir, at)
+			return
 		}
 	}
 	switch {
 	case err == io.EOF:
-		first := r.close.Snapshot().FirstFIN == ""
-		r.close.FIN(src, at)
+		first := r.close.FIN(src, at)
 		r.tracker.EOF(dir, at)
 		if first && r.fed != nil {
 			r.fed()
@@ -313,7 +314,7 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 		// socket and data reached it, or it aborts), which no read would
 		// see: watch for it, to pass it on.
 		if e.srcTCP != nil {
-			if si, ok := timing.Info(e.srcTCP); ok {
+			if siOK { // read above: this branch runs only after that read
 				r.sentAtFIN[e.srcSide].Store(int64(si.BytesSent - si.BytesRetrans))
 			}
 			r.watchReset(e.srcSide, e.srcTCP)
@@ -512,7 +513,7 @@ func (r *relay) reset(side int, at time.Duration) {
 		// closed rather than in CLOSE_WAIT (Linux hands TIME_WAIT to a
 		// socket of its own); unless that peer is the one resetting.
 		other := sideName(1 - side)
-		resetting := r.close.Snapshot().RST == sideName(side)
+		resetting := r.close.RSTBy() == sideName(side)
 		finished := si.Closed && r.close.HasFIN(other) && !resetting
 		if !r.close.HasFIN(sideName(side)) && (si.PeerFIN || finished || !resetting && timing.PeerClosed(c)) {
 			r.close.FIN(sideName(side), at)

@@ -72,20 +72,22 @@ func (c *Close) mark(side string, letter byte) {
 	}
 }
 
-// FIN records that side half-closed at at. Only the first FIN per side counts.
-func (c *Close) FIN(side string, at time.Duration) {
+// FIN records that side half-closed at at. Only the first FIN per side
+// counts. It reports whether this was the connection's first FIN recorded.
+func (c *Close) FIN(side string, at time.Duration) (first bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fin == nil {
 		c.fin = make(map[string]time.Duration, 2)
 	}
 	if _, ok := c.fin[side]; ok {
-		return
+		return false
 	}
 	c.fin[side] = at
 	switch {
 	case c.first == "":
 		c.first = side
+		first = true
 	case at < c.fin[c.first]:
 		// The two directions race to record their FIN; the earlier time
 		// is the first FIN, and its letter goes before the other's.
@@ -93,9 +95,10 @@ func (c *Close) FIN(side string, at time.Duration) {
 		c.first = side
 		c.mark(side, HistFIN)
 		c.history = moveBefore(c.history, letterFor(side, HistFIN), letterFor(other, HistFIN))
-		return
+		return false
 	}
 	c.mark(side, HistFIN)
+	return first
 }
 
 // moveBefore moves letter a just before letter b in h (both present).
@@ -114,6 +117,20 @@ func (c *Close) HasFIN(side string) bool {
 	defer c.mu.Unlock()
 	_, ok := c.fin[side]
 	return ok
+}
+
+// FirstFIN is the side whose FIN came first, or "".
+func (c *Close) FirstFIN() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.first
+}
+
+// RSTBy is the side that reset the connection, or "".
+func (c *Close) RSTBy() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rst
 }
 
 // RST records that side reset the connection at at, and why if known;
