@@ -49,17 +49,18 @@ type relay struct {
 	// the reset is seen before the copy has counted what caused it.
 	afterFIN  [2]atomic.Int64 // by side: client, server
 	sentAtFIN [2]atomic.Int64 // by side; -1 while unknown
-	// lastRecv is when each direction last read data, for idle_timeout
-	// where the kernel cannot say (a client that is not a kernel socket).
-	lastRecv  [2]atomic.Int64
-	helloWait atomic.Bool // the client sent nothing within hello_timeout
-	aborted   atomic.Bool
-	closeMu   sync.Mutex // held by whoever closes the sockets
-	halfClose sync.Once
-	hcTimer   atomic.Pointer[time.Timer]
-	watchMu   sync.Mutex
-	unwatch   [2]func() // by side: stops the reset watch of that socket
-	unwatched bool      // stopWatches ran: no new watch may start
+	// clientRecv is when the client last sent data, for idle_timeout
+	// where the kernel cannot say (a client that is not a kernel socket);
+	// kept for such a client only.
+	clientRecv atomic.Int64
+	helloWait  atomic.Bool // the client sent nothing within hello_timeout
+	aborted    atomic.Bool
+	closeMu    sync.Mutex // held by whoever closes the sockets
+	halfClose  sync.Once
+	hcTimer    atomic.Pointer[time.Timer]
+	watchMu    sync.Mutex
+	unwatch    [2]func() // by side: stops the reset watch of that socket
+	unwatched  bool      // stopWatches ran: no new watch may start
 
 	errMu sync.Mutex
 	err   error
@@ -209,7 +210,9 @@ func (r *relay) inspect(dir tlsinfo.Direction, e endpoints, early []byte, earlyF
 			// marked after the write, the answer it draws could be
 			// marked first.
 			r.close.Mark(sideName(e.srcSide), timing.HistData)
-			r.lastRecv[dir].Store(int64(at))
+			if r.keepsClientRecv(dir) {
+				r.clientRecv.Store(int64(at))
+			}
 			more := r.tracker.Feed(dir, buf[:n], at)
 			if r.fed != nil {
 				r.fed()
@@ -252,13 +255,20 @@ func (r *relay) bulk(e endpoints, dir tlsinfo.Direction) (wrote bool, err error)
 	return errors.As(err, &se) && se.Op == splice.Write, err
 }
 
+// keepsClientRecv says whether data read in dir updates clientRecv.
+func (r *relay) keepsClientRecv(dir tlsinfo.Direction) bool {
+	return dir == tlsinfo.ClientToServer && r.clientTCP == nil
+}
+
 // moved counts n bytes a direction delivered.
 func (r *relay) moved(e endpoints, dir tlsinfo.Direction, n int64) {
 	if r.bytes[dir].Load() == 0 {
 		r.close.Mark(sideName(e.srcSide), timing.HistData)
 	}
 	r.bytes[dir].Add(n)
-	r.lastRecv[dir].Store(int64(r.since()))
+	if r.keepsClientRecv(dir) {
+		r.clientRecv.Store(int64(r.since()))
+	}
 	if r.close.HasFIN(sideName(e.dstSide)) {
 		r.afterFIN[e.dstSide].Add(n)
 	}
@@ -582,6 +592,6 @@ func (r *relay) quiet() (time.Duration, bool) {
 		}
 		return min(q, ci.SinceRecv), true
 	}
-	last := time.Duration(r.lastRecv[tlsinfo.ClientToServer].Load())
+	last := time.Duration(r.clientRecv.Load())
 	return min(q, r.since()-last), true
 }
