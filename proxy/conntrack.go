@@ -52,6 +52,15 @@ func (t *connTracker) admit() (slot bool) {
 	}
 }
 
+// refusal says why an admitted stream is refused: no slot was free, or
+// (with a slot) shutdown had begun.
+func (t *connTracker) refusal(slot bool) string {
+	if slot {
+		return "the proxy is shutting down"
+	}
+	return limitMsg("max_connections", cap(t.slots))
+}
+
 // free gives a stream's slot back. It runs as soon as the stream is over,
 // before its event is handed to the sink, so a client that has seen a
 // stream end can open the next one at once.

@@ -121,7 +121,6 @@ type session struct {
 	mu        sync.Mutex
 	transport *http.Transport
 	open      int // upstream connections open now
-	closing   bool
 }
 
 // startExchange records a request, or refuses it when a per-connection

@@ -59,10 +59,7 @@ func (p *pipeline) Serve(st *stream.Stream) {
 	rec.release = func() { p.conns.free(slot) }
 	defer p.conns.done()
 	if !slot || p.conns.inShutdown() {
-		msg := limitMsg("max_connections", cap(p.conns.slots))
-		if slot {
-			msg = "the proxy is shutting down"
-		}
+		msg := p.conns.refusal(slot)
 		rec.setKind(event.KindTunnel, st.Target)
 		rec.setLimit("limits.max_connections", msg)
 		st.Refuse(stream.Refusal{Reason: stream.Overloaded, Err: errors.New(msg)})

@@ -176,15 +176,10 @@ func (cc *clientConn) finish() {
 // overflow refuses a connection over limits.max_connections (or one
 // accepted as shutdown began), with an event.
 func (cc *clientConn) overflow() {
-	msg := limitMsg("max_connections", cap(cc.src.conns.slots))
-	if cc.slot {
-		msg = "the proxy is shutting down"
-	}
+	msg := cc.src.conns.refusal(cc.slot)
 	cc.rec.setLimit("limits.max_connections", msg)
 	cc.handled.Store(true)
-	_ = cc.SetWriteDeadline(time.Now().Add(cc.src.lim.HeaderTimeout))
-	body := "inspectproxy: " + msg + "\n"
-	fmt.Fprintf(cc.TCPConn, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	_ = reply(cc.TCPConn, "HTTP/1.1", http.StatusServiceUnavailable, msg, cc.src.lim.HeaderTimeout)
 	_ = cc.TCPConn.Close()
 	cc.finish()
 }

@@ -76,12 +76,12 @@ func (s *socksSource) handle(c *net.TCPConn, slot bool, start time.Time) {
 		rec.finish(nil)
 		return
 	case !slot:
-		msg := limitMsg("max_connections", cap(s.conns.slots))
+		msg := s.conns.refusal(slot)
 		rec.setLimit("limits.max_connections", msg) // before refuse writes the event
 		refuse(socks5.GeneralFailure, msg)
 		return
 	case s.conns.inShutdown():
-		refuse(socks5.GeneralFailure, "the proxy is shutting down")
+		refuse(socks5.GeneralFailure, s.conns.refusal(slot))
 		return
 	}
 	if err := s.policy.Client(client); err != nil {
