@@ -504,7 +504,9 @@ func plainDial(s *session, dialer *timing.Dialer) func(ctx context.Context, addr
 func (u *upstreamConn) Read(p []byte) (int, error) {
 	n, err := u.TCPConn.Read(p)
 	if n > 0 {
-		u.close.Mark(event.SideServer, timing.HistData)
+		if u.down.Load() == 0 { // the letter is kept once
+			u.close.Mark(event.SideServer, timing.HistData)
+		}
 		if tr := u.hello.Load(); tr != nil {
 			tr.Feed(tlsinfo.ServerToClient, p[:n], u.s.rec.since())
 		}
@@ -527,7 +529,7 @@ func (u *upstreamConn) Write(p []byte) (int, error) {
 		defer func() { tr.Feed(tlsinfo.ClientToServer, p, at) }()
 	}
 	n, err := u.TCPConn.Write(p)
-	if n > 0 {
+	if n > 0 && u.up.Load() == 0 { // the letter is kept once
 		u.close.Mark(event.SideClient, timing.HistData)
 	}
 	u.up.Add(int64(n))

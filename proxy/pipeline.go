@@ -301,7 +301,9 @@ func readHello(c net.Conn, early []byte, tr *tlsinfo.Tracker, timeout time.Durat
 	}
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
-	buf := make([]byte, 16<<10)
+	bp := bufPool.Get().(*[]byte) // the relay's: what is read is copied out
+	defer bufPool.Put(bp)
+	buf := (*bp)[:16<<10]
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
