@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -136,10 +135,7 @@ func (in *inspector) fillTLS(ev *event.Event, info tlsinfo.Info, target string, 
 	ch := info.ClientHello
 	t := info.Event()
 	ev.TLS = t
-	host := ch.SNI
-	if host == "" {
-		host, _, _ = net.SplitHostPort(target)
-	}
+	host := serverName(ch.SNI, target)
 	certs := info.Certificates
 	switch {
 	case len(certs) > 0:

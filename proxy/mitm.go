@@ -69,10 +69,7 @@ type routeDecision struct {
 // the SNI (the CONNECT host when the client sent none): a leaf is only
 // ever issued for the name the client asked for in its handshake.
 func (m *mitmLayer) route(target string, h hello) routeDecision {
-	host := h.sni()
-	if host == "" {
-		host, _, _ = net.SplitHostPort(target)
-	}
+	host := serverName(h.sni(), target)
 	if !m.selects(host) {
 		return routeDecision{}
 	}
@@ -125,10 +122,7 @@ func validLeafName(name string) bool {
 // serve decrypts one stream and finishes its record.
 func (m *mitmLayer) serve(rec *record, client stream.Conn, h hello, tr *tlsinfo.Tracker, d *timing.Dialed, dialAt time.Duration) {
 	target := rec.ev.Target
-	name := h.sni()
-	if name == "" {
-		name, _, _ = net.SplitHostPort(target)
-	}
+	name := serverName(h.sni(), target)
 	rec.setKind(event.KindMITM, target)
 	if h.sni() != "" && !sameHost(h.sni(), target) {
 		rec.update(func(ev *event.Event) { ev.SNIMismatch = true })
@@ -419,11 +413,7 @@ func alpnOffer(ch *event.ClientHello) []string {
 
 // sameHost reports whether name is the host of a host:port target.
 func sameHost(name, target string) bool {
-	host, _, err := net.SplitHostPort(target)
-	if err != nil {
-		host = target
-	}
-	return strings.EqualFold(strings.TrimSuffix(name, "."), strings.TrimSuffix(host, "."))
+	return strings.EqualFold(strings.TrimSuffix(name, "."), strings.TrimSuffix(hostOnly(target), "."))
 }
 
 // mitmTLS is a decrypted connection's tls object: the server's handshake

@@ -289,6 +289,16 @@ func (h hello) sni() string {
 	return h.info.ClientHello.SNI
 }
 
+// serverName is the name a TLS stream is for: its SNI, else the host of
+// the target it was sent to.
+func serverName(sni, target string) string {
+	if sni != "" {
+		return sni
+	}
+	host, _, _ := net.SplitHostPort(target)
+	return host
+}
+
 // readHello reads the client's first bytes, feeding the tracker, until it
 // has the ClientHello, knows the stream is not TLS, or hello_timeout
 // passes. Nothing is forwarded yet: the route depends on what it finds.

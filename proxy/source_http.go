@@ -276,7 +276,7 @@ func (s *httpSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case setup:
 		cc.rec.setKind(event.KindHTTP, onboard.Host+":80")
 		s.setup.ServeHTTP(w, r)
-	case r.Method == http.MethodConnect && s.setup != nil && strings.EqualFold(strings.TrimSuffix(hostOnly(r.Host), "."), onboard.Host):
+	case r.Method == http.MethodConnect && s.setup != nil && sameHost(onboard.Host, r.Host):
 		cc.refuse(w, r, http.StatusBadRequest, "the setup page is plain HTTP: open http://"+onboard.Host+"/")
 	case r.Method == http.MethodConnect:
 		s.connect(cc, w, r)
