@@ -248,8 +248,11 @@ func (c *CA) WriteDER(w io.Writer) error {
 
 // Fingerprint is the SHA-256 of the certificate, in colon-separated
 // uppercase hex as openssl prints it and device settings show it.
-func (c *CA) Fingerprint() string {
-	sum := sha256.Sum256(c.cert.Raw)
+func (c *CA) Fingerprint() string { return Fingerprint(c.cert) }
+
+// Fingerprint is cert's SHA-256 as (*CA).Fingerprint writes it.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
 	var b strings.Builder
 	for i, v := range sum {
 		if i > 0 {

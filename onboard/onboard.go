@@ -26,6 +26,7 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+	"github.com/inspectproxy/inspectproxy/ca"
 	"github.com/skip2/go-qrcode"
 	"howett.net/plist"
 )
@@ -194,8 +195,7 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) {
 		p.PACURL = p.Proxies[0].URL + strings.TrimPrefix(PathPAC, "/")
 	}
 	if c := h.o.CA; c != nil {
-		sum := sha256.Sum256(c.Raw)
-		p.Fingerprint = colonHex(sum[:])
+		p.Fingerprint = ca.Fingerprint(c)
 		p.CAName = c.Subject.CommonName
 	}
 	var b bytes.Buffer
@@ -207,18 +207,6 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Content-Type", "text/html; charset=utf-8")
 	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'")
 	_, _ = w.Write(b.Bytes())
-}
-
-func colonHex(b []byte) string {
-	s := strings.ToUpper(hex.EncodeToString(b))
-	var out strings.Builder
-	for i := 0; i < len(s); i += 2 {
-		if i > 0 {
-			out.WriteByte(':')
-		}
-		out.WriteString(s[i : i+2])
-	}
-	return out.String()
 }
 
 // PAC is a proxy auto-config file sending every URL through proxies (in
