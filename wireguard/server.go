@@ -87,8 +87,6 @@ type Options struct {
 	Handler func(context.Context, *stream.Stream)
 	// Emit receives the dns and udp events.
 	Emit func(*event.Event)
-	// NewID makes event ids; default a random per-server prefix and a counter.
-	NewID func() string
 	// CheckDestination is the destination policy (deny list, the proxy's
 	// own addresses) for UDP flows; TCP flows are checked by the pipeline.
 	CheckDestination func(client netip.Addr, dst netip.AddrPort) error
@@ -444,10 +442,8 @@ func (s *Server) admit(peer string) (release func(), limit string) {
 	}, ""
 }
 
+// newID is an event id: a random per-server prefix and a counter.
 func (s *Server) newID() string {
-	if s.opts.NewID != nil {
-		return s.opts.NewID()
-	}
 	return fmt.Sprintf("%s-%d", s.idPrefix, s.idCounter.Add(1))
 }
 
