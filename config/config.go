@@ -676,15 +676,22 @@ func (c *Config) validateUI() []error {
 	return errs
 }
 
+// ClientsRestricted reports whether the proxy limits who may use it
+// (access.allow_clients or proxy auth): then it may listen beyond
+// loopback.
+func (c *Config) ClientsRestricted() bool {
+	return len(c.Access.AllowClients) > 0 || c.AuthEnabled()
+}
+
 // checkListener checks a listener address and the open-proxy rule. A name
 // is not trusted to be loopback (localhost may resolve elsewhere); after
-// binding, the caller checks the address actually bound (access.RequireLoopback).
+// binding, the caller checks the address actually bound (access.CheckBound).
 func (c *Config) checkListener(key, addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("config: %s %q: %w", key, addr, err)
 	}
-	if len(c.Access.AllowClients) > 0 || c.AuthEnabled() {
+	if c.ClientsRestricted() {
 		return nil
 	}
 	if a, err := netip.ParseAddr(host); err == nil && a.Unmap().IsLoopback() {

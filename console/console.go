@@ -33,6 +33,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/ats"
 	"github.com/inspectproxy/inspectproxy/live"
 )
@@ -99,7 +100,7 @@ func Listen(addr, token string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: ui.listen %q: %w", addr, err)
 	}
-	if a, ok := ln.Addr().(*net.TCPAddr); token == "" && (!ok || !a.AddrPort().Addr().Unmap().IsLoopback()) {
+	if token == "" && !access.BoundLoopback(ln.Addr()) {
 		ln.Close()
 		return nil, fmt.Errorf("%w: ui.listen %q bound %s; set ui.token or listen on 127.0.0.1", ErrNeedsToken, addr, ln.Addr())
 	}

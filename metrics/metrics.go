@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/access"
 	"github.com/inspectproxy/inspectproxy/event"
 	"github.com/inspectproxy/inspectproxy/eventlog"
 )
@@ -289,7 +290,7 @@ func Listen(addr string, allowRemote bool) (net.Listener, error) {
 	}
 	// A name was checked above by what it says; the address bound is
 	// what counts (localhost may resolve elsewhere in /etc/hosts).
-	if a, ok := ln.Addr().(*net.TCPAddr); !allowRemote && (!ok || !a.AddrPort().Addr().Unmap().IsLoopback()) {
+	if !allowRemote && !access.BoundLoopback(ln.Addr()) {
 		ln.Close()
 		return nil, fmt.Errorf("%w: %q bound %s: the admin listener has no authentication; use 127.0.0.1 or ::1", ErrNotLoopback, addr, ln.Addr())
 	}
