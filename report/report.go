@@ -229,6 +229,52 @@ type scanStats struct {
 // is written.
 const progressStep = 64 << 20
 
+// Stream reads events for a report (report, ats report): in order,
+// decoded on every CPU with the fields ro asks for, those opts.Filter
+// keeps, with progress written to opts.Progress. A line that is not an
+// event comes back as its error (event.IsLineError) for the caller to
+// count.
+type Stream struct {
+	er       *event.Reader
+	consumed func() int64
+	p        *progress
+	filter   *scope.Filter
+	events   int
+}
+
+// NewStream reads r (an event.Input's size and compressed position are
+// used when r is one); Close it when done.
+func NewStream(r io.Reader, opts Options, ro event.ReadOptions) *Stream {
+	er := event.NewReaderOptions(r, ro)
+	consumed := er.BytesRead
+	if c, ok := r.(interface{ Consumed() int64 }); ok {
+		// Compressed input: progress in bytes on disk, as its size is.
+		consumed = c.Consumed
+	}
+	return &Stream{er: er, consumed: consumed, p: newProgress(opts.Progress, opts.Size, opts.ProgressFrom), filter: opts.Filter}
+}
+
+// Next is the next event the filter keeps, or a line's error, or io.EOF.
+func (s *Stream) Next() (*event.Event, error) {
+	for {
+		ev, err := s.er.Next()
+		if err != nil {
+			return nil, err
+		}
+		if s.filter == nil || s.filter.Keep(ev) {
+			s.events++
+			s.p.update(s.consumed(), s.events)
+			return ev, nil
+		}
+	}
+}
+
+// Done ends the progress line.
+func (s *Stream) Done() { s.p.done(s.consumed(), s.events) }
+
+// Close stops the decoders.
+func (s *Stream) Close() { s.er.Close() }
+
 // scan streams events from r to fn, in order, decoded on every CPU with
 // the fields no report reads skipped. Lines that are not events (a torn
 // last line after a crash, a line over event.MaxLine) are skipped and
@@ -236,12 +282,10 @@ const progressStep = 64 << 20
 // errors end the scan.
 func scan(r io.Reader, opts Options, headers bool, fn func(*event.Event) error) (scanStats, error) {
 	var st scanStats
-	er := event.NewReaderOptions(r, event.ReadOptions{Lean: true, NoChain: true, Headers: headers, Workers: event.Workers()})
-	defer er.Close()
-	consumed := Consumed(r, er)
-	p := NewProgress(opts.Progress, opts.Size, opts.ProgressFrom)
+	s := NewStream(r, opts, event.ReadOptions{Lean: true, NoChain: true, Headers: headers, Workers: event.Workers()})
+	defer s.Close()
 	for {
-		ev, err := er.Next()
+		ev, err := s.Next()
 		if err == io.EOF {
 			break
 		}
@@ -255,16 +299,12 @@ func scan(r io.Reader, opts Options, headers bool, fn func(*event.Event) error) 
 			}
 			continue
 		}
-		if opts.Filter != nil && !opts.Filter.Keep(ev) {
-			continue
-		}
 		st.events++
 		if err := fn(ev); err != nil {
 			return st, err
 		}
-		p.Update(consumed(), st.events)
 	}
-	p.Done(consumed(), st.events)
+	s.Done()
 	if st.events == 0 && st.malformed > 0 {
 		return st, fmt.Errorf("%w: %d malformed lines, the first: %w", ErrNoEvents, st.malformed, st.firstMalformed)
 	}
@@ -274,37 +314,27 @@ func scan(r io.Reader, opts Options, headers bool, fn func(*event.Event) error) 
 // defaultProgressFrom is Options.ProgressFrom's default.
 const defaultProgressFrom = 32 << 20
 
-// Consumed reports how much of r the reader er has read: bytes on disk for
-// compressed input (whose size is on disk too), else bytes decoded.
-func Consumed(r io.Reader, er *event.Reader) func() int64 {
-	if c, ok := r.(interface{ Consumed() int64 }); ok {
-		return c.Consumed
-	}
-	return er.BytesRead
-}
-
-// Progress writes "\r"-rewritten progress lines to a terminal: when the
+// progress writes "\r"-rewritten progress lines to a terminal: when the
 // percentage changes if the size is known, else every progressStep bytes;
-// nothing for an input under its threshold. A nil Progress writes nothing.
-type Progress struct {
-	w       io.Writer
-	size    int64
-	from    int64
-	last    int64 // last percentage, or last step, written
-	written bool
+// nothing for an input under its threshold. A nil progress writes nothing.
+type progress struct {
+	w    io.Writer
+	size int64
+	from int64
+	last int64 // last percentage, or last step, written
 }
 
-// NewProgress writes to w (nil: nowhere) the progress of reading an input
+// newProgress writes to w (nil: nowhere) the progress of reading an input
 // of size bytes (0: unknown), once it reaches from bytes (0: 32 MB).
-func NewProgress(w io.Writer, size, from int64) *Progress {
+func newProgress(w io.Writer, size, from int64) *progress {
 	if w == nil {
 		return nil
 	}
-	return &Progress{w: w, size: size, from: cmp.Or(from, defaultProgressFrom)}
+	return &progress{w: w, size: size, from: cmp.Or(from, defaultProgressFrom)}
 }
 
-// Update reports n bytes and events read so far.
-func (p *Progress) Update(n int64, events int) {
+// update reports n bytes and events read so far.
+func (p *progress) update(n int64, events int) {
 	if p == nil || max(p.size, n) < p.from {
 		return
 	}
@@ -316,18 +346,18 @@ func (p *Progress) Update(n int64, events int) {
 		return
 	}
 	p.last = mark
-	p.written = true
 	p.write(n, events, "")
 }
 
-// Done ends the progress line.
-func (p *Progress) Done(n int64, events int) {
-	if p != nil && (p.written || max(p.size, n) >= p.from) {
+// done ends the progress line; n only grows, so an input that reached
+// the threshold in update reaches it here too.
+func (p *progress) done(n int64, events int) {
+	if p != nil && max(p.size, n) >= p.from {
 		p.write(n, events, "\n")
 	}
 }
 
-func (p *Progress) write(n int64, events int, end string) {
+func (p *progress) write(n int64, events int, end string) {
 	if p.size > 0 {
 		fmt.Fprintf(p.w, "\rreading events: %3d%% of %s, %d events%s", min(n*100/p.size, 100), byteSize(p.size), events, end)
 		return

@@ -69,28 +69,14 @@ func newATS(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 			tuneGCForReading()
 			// The chain is the one part of an event the audit needs that
 			// the latency report skips.
-			r := event.NewReaderOptions(in, event.ReadOptions{Lean: true, Workers: event.Workers()})
-			defer r.Close()
-			var progress *report.Progress
+			opts := report.Options{Size: in.Size, Filter: filter}
 			if !quiet {
-				progress = report.NewProgress(stderr, in.Size, 0)
+				opts.Progress = stderr
 			}
-			consumed, events := report.Consumed(in, r), 0
-			next := func() (*event.Event, error) {
-				for {
-					ev, err := r.Next()
-					if err != nil {
-						return ev, err
-					}
-					if filter == nil || filter.Keep(ev) {
-						events++
-						progress.Update(consumed(), events)
-						return ev, nil
-					}
-				}
-			}
-			rep, err := ats.BuildReport(next, app)
-			progress.Done(consumed(), events)
+			events := report.NewStream(in, opts, event.ReadOptions{Lean: true, Workers: event.Workers()})
+			defer events.Close()
+			rep, err := ats.BuildReport(events.Next, app)
+			events.Done()
 			if err != nil {
 				return err
 			}
