@@ -174,7 +174,7 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	defer closeEvents(sink, cfg.Events.CloseTimeout, log)
 	opts.Log, opts.Sink = log, sink
-	u, err := startUI(ctx, cfg, log, opt.ca, &opts)
+	u, err := startUI(ctx, cfg, log, opt.ca, opt.app, &opts)
 	if err != nil {
 		return err
 	}

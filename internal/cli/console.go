@@ -48,7 +48,7 @@ func (u *ui) openStreams() []live.Conn {
 // startUI builds the live hub (with the events file's tail as history),
 // the setup page, and the console on ui.listen. A console that cannot
 // listen (port taken) is logged and left out: the proxy runs without it.
-func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x509.Certificate, o *proxy.Options) (*ui, error) {
+func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x509.Certificate, app *ats.AppPolicy, o *proxy.Options) (*ui, error) {
 	u := &ui{}
 	var err error
 	u.lan = cfg.Onboard.Addresses
@@ -73,13 +73,6 @@ func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x5
 	}
 	if err != nil {
 		return nil, err
-	}
-	var app *ats.AppPolicy
-	if cfg.ATS.Plist != "" {
-		if app, err = ats.LoadPlist(cfg.ATS.Plist); err != nil {
-			ln.Close()
-			return nil, err
-		}
 	}
 	pol, err := access.New(cfg.Access)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/viper"
 	"go.uber.org/zap"
 
+	"github.com/inspectproxy/inspectproxy/ats"
 	"github.com/inspectproxy/inspectproxy/ca"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/metrics"
@@ -116,6 +117,7 @@ func newCA(stdout, stderr io.Writer) *cobra.Command {
 // served once the events file is open, and what close must close.
 type optional struct {
 	ca      *x509.Certificate // the MITM CA, nil when MITM is off
+	app     *ats.AppPolicy    // the app's Info.plist, nil without ats.plist
 	metrics *metrics.Metrics
 	admin   net.Listener
 	closers []func() error
@@ -138,7 +140,7 @@ func addOptional(cfg config.Config, log *zap.Logger, o *proxy.Options) (*optiona
 	if err != nil {
 		return opt, err
 	}
-	o.Checker = checker
+	o.Checker, opt.app = checker, checker.App
 	if cfg.MITM.Enabled || len(cfg.MITM.Hosts) > 0 {
 		c, err := ca.Load(cfg.MITM.DataDir)
 		if err != nil {
