@@ -18,7 +18,6 @@ type Input struct {
 	io.Reader
 	// Size is the files' total size on disk, 0 when one is a pipe.
 	Size    int64
-	Names   []string
 	consume atomic.Int64
 	closers []io.Closer
 }
@@ -49,7 +48,7 @@ func Open(paths []string, stdin io.Reader) (*Input, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("event: no events file given")
 	}
-	in := &Input{Names: paths}
+	in := &Input{}
 	var parts []io.Reader
 	sized := true
 	for _, p := range paths {

@@ -395,15 +395,11 @@ func startPipeline(src *lineSource, decode func([]byte) (*Event, error), workers
 					}
 					break
 				}
-				if l.data != nil {
-					start := len(b.data)
-					b.data = append(b.data, l.data...)
-					l.data = b.data[start:len(b.data):len(b.data)]
-				}
+				b.data = append(b.data, l.data...)
 				b.lines = append(b.lines, l)
 			}
-			// b.data may have moved while growing: point the lines at its
-			// final array.
+			// The lines still point into the reader's buffer: point them
+			// at their copies in b.data (nil stays nil).
 			off := 0
 			for i := range b.lines {
 				if d := b.lines[i].data; d != nil {
