@@ -52,11 +52,7 @@ func (r *Report) summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d client connections", r.Events)
 	if len(r.Kinds) > 0 {
-		var kinds []string
-		for _, k := range slices.Sorted(maps.Keys(r.Kinds)) {
-			kinds = append(kinds, fmt.Sprintf("%d %s", r.Kinds[k], k))
-		}
-		fmt.Fprintf(&b, " (%s)", strings.Join(kinds, ", "))
+		fmt.Fprintf(&b, " (%s)", countList(r.Kinds))
 	}
 	if !r.Start.IsZero() {
 		fmt.Fprintf(&b, " from %s to %s", r.Start.UTC().Format(time.RFC3339), r.End.UTC().Format(time.RFC3339))
@@ -82,13 +78,18 @@ func (r *Report) notes() []string {
 		out = append(out, s+": the proxy could not write them; the figures below lack them.")
 	}
 	if len(r.Uncharted) > 0 {
-		var kinds []string
-		for _, k := range slices.Sorted(maps.Keys(r.Uncharted)) {
-			kinds = append(kinds, fmt.Sprintf("%d %s", r.Uncharted[k], k))
-		}
-		out = append(out, "Not charted: "+strings.Join(kinds, ", ")+" events (not TCP connections).")
+		out = append(out, "Not charted: "+countList(r.Uncharted)+" events (not TCP connections).")
 	}
 	return out
+}
+
+// countList is "3 http, 5 tunnel": counts by name, names sorted.
+func countList(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Legends shared by the text and HTML tables.
