@@ -252,7 +252,6 @@ const waterfallCaption = " The grey line is the client connection's life. Past t
 // compressed after.
 func waterfallChart(id, title, caption string, conns []conn, label func(*conn) string) chart {
 	const rowH, barH = 24.0, 12.0
-	const off = 0.0
 	focus, end := 0.0, 0.0
 	for i := range conns {
 		c := &conns[i]
@@ -278,10 +277,10 @@ func waterfallChart(id, title, caption string, conns []conn, label func(*conn) s
 			Tip: fmt.Sprintf("%s %s (%s), accepted %s, open %s ms", cn.id, cn.host, cn.kind,
 				cn.start.UTC().Format(time.RFC3339Nano), strconv.FormatFloat(cn.endMS, 'f', 1, 64)),
 			Y:    mid + 4,
-			Line: &line{X1: x(off), X2: x(off + cn.endMS), Y: mid},
+			Line: &line{X1: x(0), X2: x(cn.endMS), Y: mid},
 		}
 		for _, s := range cn.spans {
-			from, to := x(off+s.from), x(off+s.to)
+			from, to := x(s.from), x(s.to)
 			rw.Rects = append(rw.Rects, rect{
 				X: from, Y: mid - barH/2, W: max(to-from, 1.5), H: barH, Class: spanClass[s.phase],
 				Tip: fmt.Sprintf("%s: %s %s ms (%s to %s ms after accept)", s.note, s.phase,
@@ -303,11 +302,11 @@ func waterfallChart(id, title, caption string, conns []conn, label func(*conn) s
 			for _, s := range cn.spans {
 				at = max(at, s.to)
 			}
-			rw.Notes = append(rw.Notes, note{X: x(off+at) + 3, Y: mid + 4, Class: "fail",
+			rw.Notes = append(rw.Notes, note{X: x(at) + 3, Y: mid + 4, Class: "fail",
 				Text: strings.Join(append([]string{"✕ " + cn.failed}, marks...), " "),
 				Tip:  strings.Join(append([]string{cn.failDetail}, cn.resets...), "; ")})
 		case len(marks) > 0:
-			n := note{X: x(off+cn.endMS) + 3, Y: mid + 4, Class: "rst", Text: strings.Join(marks, " "),
+			n := note{X: x(cn.endMS) + 3, Y: mid + 4, Class: "rst", Text: strings.Join(marks, " "),
 				Tip: strings.Join(cn.resets, "; ")}
 			if n.X > plotRight-40 {
 				// No room after the row's end: right-aligned above the bar.
