@@ -517,10 +517,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		if e := d.Needed; e != nil {
 			b.WriteString("  needed exception:\n")
-			for _, line := range strings.SplitAfter(strings.TrimSuffix(e.PlistXML, "\n"), "\n") {
-				b.WriteString("    " + line)
-			}
-			b.WriteString("\n")
+			b.WriteString(indent(e.PlistXML, "    ")) // it ends in "</dict>\n"
 		} else if len(d.Unfixable) == 0 {
 			b.WriteString("  needed exception: none\n")
 		}
