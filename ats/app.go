@@ -185,9 +185,10 @@ func rules(vs []event.Violation) []string {
 // Evaluate says whether the app's NSAppTransportSecurity allows the
 // connection, and which key allowed it when a rule was relaxed. Facts not
 // seen leave Allowed false with Reason saying which.
-func (a *AppPolicy) Evaluate(ev *event.Event) *event.AppVerdict {
+func (a *AppPolicy) Evaluate(ev *event.Event) *event.AppVerdict { return a.evaluate(loadsOf(ev)) }
+
+func (a *AppPolicy) evaluate(loads []load) *event.AppVerdict {
 	out := &event.AppVerdict{Allowed: true}
-	loads := loadsOf(ev)
 	var domains, keys, reasons []string
 	for _, l := range loads {
 		v := a.evaluateLoad(l)

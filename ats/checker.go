@@ -21,9 +21,10 @@ func (c Checker) Check(ev *event.Event) {
 		ev.ATS, ev.ATSAbsent = nil, why
 		return
 	}
-	ev.ATS = Evaluate(ev, c.Policy)
+	loads := reachedLoads(ev) // Absent saw it reach a server
+	ev.ATS = evaluate(loads, c.Policy)
 	if c.App != nil {
-		ev.ATS.App = c.App.Evaluate(ev)
+		ev.ATS.App = c.App.evaluate(loads)
 	}
 }
 

@@ -236,7 +236,7 @@ func BuildReport(next func() (*event.Event, error), app *AppPolicy) (*Report, er
 			rep.neverConnected(ev.Target, oc.Reason)
 			continue
 		}
-		for _, l := range loadsOf(ev) {
+		for _, l := range reachedLoads(ev) { // !oc.Reached went on above
 			d := byHost[l.host]
 			if d == nil {
 				d = &DomainReport{Domain: l.host}

@@ -75,9 +75,11 @@ func (p Policy) minVersion() uint16 {
 
 // Evaluate checks the facts of one connection against p. A rule whose
 // facts were not seen is listed in Unknown, never passed silently.
-func Evaluate(ev *event.Event, p Policy) *event.ATS {
+func Evaluate(ev *event.Event, p Policy) *event.ATS { return evaluate(loadsOf(ev), p) }
+
+func evaluate(loads []load, p Policy) *event.ATS {
 	r := &event.ATS{Policy: p.Name}
-	for _, l := range loadsOf(ev) {
+	for _, l := range loads {
 		res := check(l, p)
 		r.Violations = append(r.Violations, res.violations...)
 		r.Unknown = append(r.Unknown, res.unknown...)
@@ -116,6 +118,11 @@ func loadsOf(ev *event.Event) []load {
 	if !outcome.Of(ev).Reached {
 		return nil
 	}
+	return reachedLoads(ev)
+}
+
+// reachedLoads is loadsOf for an event known to have reached a server.
+func reachedLoads(ev *event.Event) []load {
 	host, port := splitTarget(ev.Target)
 	if ev.Kind != event.KindHTTP {
 		return []load{{host: host, port: port, kind: ev.Kind, tls: ev.TLS, tlsAbsent: ev.TLSAbsent}}
