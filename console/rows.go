@@ -86,15 +86,14 @@ func rowOf(c live.Conn) row {
 }
 
 // ttfb is the first request's wait, or in a passthrough tunnel the first
-// server data after the client's first data (see the report package).
+// server data after the client's first data (event.TLS.TunnelTTFB).
 func ttfb(ev *event.Event) *float64 {
 	for _, h := range ev.HTTP {
 		if h.WaitMS != nil {
 			return h.WaitMS
 		}
 	}
-	if t := ev.TLS; t != nil && t.AppDataUpMS != nil && t.AppDataDownMS != nil && *t.AppDataDownMS >= *t.AppDataUpMS {
-		d := *t.AppDataDownMS - *t.AppDataUpMS
+	if d, ok := ev.TLS.TunnelTTFB(); ok {
 		return &d
 	}
 	return nil

@@ -306,8 +306,8 @@ func (s *story) tls(t *event.TLS, from string) {
 	}
 	if t.AppDataDownMS != nil {
 		d := "first encrypted data down"
-		if t.AppDataUpMS != nil && *t.AppDataDownMS >= *t.AppDataUpMS {
-			d += ": " + ms(*t.AppDataDownMS-*t.AppDataUpMS) + " after the first data up (TTFB)"
+		if ttfb, ok := t.TunnelTTFB(); ok {
+			d += ": " + ms(ttfb) + " after the first data up (TTFB)"
 		}
 		s.add(*t.AppDataDownMS, laneServer, from, "data", "application data", d).Encrypted = true
 	}

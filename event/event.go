@@ -205,6 +205,17 @@ type TLS struct {
 	ClientRejected *ClientRejected `json:"client_rejected,omitempty"`
 }
 
+// TunnelTTFB is a tunnel's nearest thing to a time to first byte: its
+// bytes are opaque, so the first data down after the first data up. A
+// server-first protocol sends down first and has none (ok false); so has
+// a nil TLS.
+func (t *TLS) TunnelTTFB() (ms float64, ok bool) {
+	if t == nil || t.AppDataUpMS == nil || t.AppDataDownMS == nil || *t.AppDataDownMS < *t.AppDataUpMS {
+		return 0, false
+	}
+	return *t.AppDataDownMS - *t.AppDataUpMS, true
+}
+
 // HelloRetry is a HelloRetryRequest and what the client's second
 // ClientHello changed.
 type HelloRetry struct {

@@ -178,13 +178,8 @@ func (m *Metrics) ConnClosed(ev *event.Event) {
 	for _, h := range ev.HTTP {
 		observeMS(ttfb, h.WaitMS)
 	}
-	// A tunnel's bytes are opaque: the first data down after the first
-	// data up is the nearest thing to a first byte. Server-first protocols
-	// send down before up and have none.
-	if len(ev.HTTP) == 0 && ev.TLS != nil && ev.TLS.AppDataUpMS != nil && ev.TLS.AppDataDownMS != nil {
-		if d := *ev.TLS.AppDataDownMS - *ev.TLS.AppDataUpMS; d >= 0 {
-			observeMS(ttfb, &d)
-		}
+	if d, ok := ev.TLS.TunnelTTFB(); ok && len(ev.HTTP) == 0 {
+		observeMS(ttfb, &d)
 	}
 }
 

@@ -444,10 +444,8 @@ func upstreamIndex(ev *event.Event, id int) int {
 // tunnelTTFB is the passthrough time to first byte described in the package
 // comment; ok is false when it was not measured.
 func tunnelTTFB(t *event.TLS) (float64, bool) {
-	if t == nil || t.AppDataUpMS == nil || t.AppDataDownMS == nil || *t.AppDataDownMS < *t.AppDataUpMS {
-		return 0, false
-	}
-	return roundUS(*t.AppDataDownMS - *t.AppDataUpMS), true
+	d, ok := t.TunnelTTFB()
+	return roundUS(d), ok
 }
 
 // jsonIndent writes v as indented JSON, the form every JSON output uses.
