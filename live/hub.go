@@ -51,7 +51,6 @@ type Hub struct {
 	open    map[string]Conn // only while someone watches
 	closed  []*event.Event  // ring of the last History closed events
 	next    int             // where the ring writes next
-	full    bool            // the ring has wrapped
 	pending map[string]Conn // changed since the last flush
 	members map[*Sub]struct{}
 	kick    chan struct{}
@@ -136,14 +135,11 @@ func (h *Hub) remember(ev *event.Event) {
 	}
 	h.closed[h.next] = ev
 	h.next = (h.next + 1) % h.o.History
-	h.full = true
 }
 
-// history returns the closed events, oldest first; h.mu held.
+// history returns the closed events, oldest first; h.mu held. Until the
+// ring wraps, next is 0 and the rotation is a copy.
 func (h *Hub) history() []*event.Event {
-	if !h.full {
-		return append([]*event.Event(nil), h.closed...)
-	}
 	out := make([]*event.Event, 0, len(h.closed))
 	out = append(out, h.closed[h.next:]...)
 	return append(out, h.closed[:h.next]...)
