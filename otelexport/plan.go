@@ -576,7 +576,13 @@ func appendURL(a []attribute.KeyValue, raw string) []attribute.KeyValue {
 	}
 	if u.Hostname() != "" {
 		a = append(a, semconv.ServerAddress(u.Hostname()))
-		port := map[string]int{"http": 80, "https": 443}[u.Scheme]
+		port := 0
+		switch u.Scheme {
+		case "http":
+			port = 80
+		case "https":
+			port = 443
+		}
 		if n, err := strconv.Atoi(u.Port()); err == nil {
 			port = n
 		}

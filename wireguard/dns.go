@@ -151,8 +151,13 @@ func setQuestion(d *event.DNS, q dnsmessage.Question) {
 // of the type asked is NOERROR with no answers (NODATA), not NXDOMAIN: the
 // host's resolver says "not found" for both, so the other family is asked.
 func (s *Server) resolve(name string, t dnsmessage.Type) ([]netip.Addr, dnsmessage.RCode, time.Duration, error) {
-	network := map[dnsmessage.Type]string{dnsmessage.TypeA: "ip4", dnsmessage.TypeAAAA: "ip6"}[t]
-	if network == "" {
+	var network string
+	switch t {
+	case dnsmessage.TypeA:
+		network = "ip4"
+	case dnsmessage.TypeAAAA:
+		network = "ip6"
+	default:
 		return nil, dnsmessage.RCodeSuccess, 0, nil
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.LookupTimeout)
