@@ -220,18 +220,14 @@ func (t *Tracker) helloRetry(sh *event.ServerHello, at time.Duration) {
 	}
 }
 
-// secondHello records the ClientHello that answers a HelloRetryRequest.
-func (t *Tracker) secondHello(msg []byte, at time.Duration) error {
-	ch, err := ParseClientHello(msg)
-	if err != nil {
-		return err
-	}
+// secondHello records the ClientHello (ch, parsed from msg) that answers
+// a HelloRetryRequest.
+func (t *Tracker) secondHello(ch *event.ClientHello, msg []byte, at time.Duration) {
 	r := t.info.Retry
 	r.SecondClientHelloAt = at
 	r.KeyShares = ch.Raw.KeyShares
 	r.Changed = helloChanges(t.firstHello, msg)
 	t.firstHello = nil
-	return nil
 }
 
 // helloFields splits a well-formed ClientHello message into its fixed

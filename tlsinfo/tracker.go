@@ -586,7 +586,8 @@ func (t *Tracker) clientMessage(d *dirState, typ uint8, msg []byte) error {
 			return fmt.Errorf("%w: second client_hello without a hello_retry_request", ErrUnexpectedMessage)
 		}
 		t.phase = PhaseClientHello
-		return t.secondHello(msg, d.at)
+		t.secondHello(ch, msg, d.at)
+		return nil
 	}
 	t.info.ClientHello = ch
 	t.info.ClientHelloAt = d.at
