@@ -35,15 +35,7 @@ const maxAuthority = 253 + 1 + 5
 // label is a number unless it is a dotted-quad IPv4 address (127.1,
 // 0x7f.1 and 2130706433 mean 127.0.0.1 to some resolvers and not to
 // others, so they are refused rather than guessed).
-func ParseAuthority(s string) (Authority, error) { return parseAuthority(s, 0) }
-
-// ParseHost is ParseAuthority for the host of an absolute-form URL, whose
-// port may be left out: then it is defaultPort (80 for http).
-func ParseHost(s string, defaultPort uint16) (Authority, error) {
-	return parseAuthority(s, defaultPort)
-}
-
-func parseAuthority(s string, defaultPort uint16) (Authority, error) {
+func ParseAuthority(s string) (Authority, error) {
 	bad := func(why string) (Authority, error) {
 		return Authority{}, fmt.Errorf("%w %q: %s", ErrAuthority, s, why)
 	}
@@ -80,17 +72,14 @@ func parseAuthority(s string, defaultPort uint16) (Authority, error) {
 		}
 		host, port, hasPort = strings.Cut(s, ":")
 	}
-	a := Authority{Port: defaultPort}
-	switch {
-	case hasPort:
-		p, err := parsePort(port)
-		if err != nil {
-			return bad(err.Error())
-		}
-		a.Port = p
-	case defaultPort == 0:
+	if !hasPort {
 		return bad("missing port")
 	}
+	p, err := parsePort(port)
+	if err != nil {
+		return bad(err.Error())
+	}
+	a := Authority{Port: p}
 	if host == "" {
 		return bad("empty host")
 	}

@@ -70,22 +70,6 @@ func TestParseAuthority(t *testing.T) {
 	}
 }
 
-func TestParseHost(t *testing.T) {
-	for in, want := range map[string]string{
-		"example.com":      "example.com:80",
-		"example.com:8080": "example.com:8080",
-		"[::1]":            "[::1]:80",
-		"0.0.0.0":          "0.0.0.0:80",
-	} {
-		if a, err := ParseHost(in, 80); err != nil || a.String() != want {
-			t.Errorf("ParseHost(%q, 80) = %v, %v; want %s", in, a, err, want)
-		}
-	}
-	if _, err := ParseHost("::1", 80); err == nil {
-		t.Error("ParseHost accepted an IPv6 literal without brackets")
-	}
-}
-
 // FuzzParseAuthority: never a panic; what is accepted has a host and a
 // port, no userinfo or zone, and its String form parses back to itself.
 func FuzzParseAuthority(f *testing.F) {

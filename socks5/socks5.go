@@ -30,11 +30,6 @@ const (
 	Version4 = 0x04
 )
 
-// Sniff reports whether a connection's first byte is SOCKS (5, or 4 to be
-// refused) rather than HTTP, whose requests begin with a method's letters:
-// so SOCKS can share the HTTP proxy's port.
-func Sniff(first byte) bool { return first == Version5 || first == Version4 }
-
 // Command is the request's CMD.
 type Command byte
 

@@ -134,14 +134,6 @@ func TestReplyFor(t *testing.T) {
 	}
 }
 
-func TestSniff(t *testing.T) {
-	for b, want := range map[byte]bool{0x05: true, 0x04: true, 'C': false, 'G': false, 0x16: false, 0: false} {
-		if Sniff(b) != want {
-			t.Errorf("Sniff(%#x) = %v", b, !want)
-		}
-	}
-}
-
 // FuzzHandshake: any bytes, with or without credentials configured: never
 // a panic, never more than a few small replies, and a request only when
 // the protocol was followed.
