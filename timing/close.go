@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/inspectproxy/inspectproxy/event"
 )
 
 // Close records how a two-sided connection ended: FIN times per side, who
@@ -37,13 +39,6 @@ const (
 	HistProxyCut = '!'
 )
 
-// Sides, as in the event schema.
-const (
-	sideClient = "client"
-	sideServer = "server"
-	sideProxy  = "proxy"
-)
-
 // Mark adds a history letter for side: the originator's in upper case,
 // the server's in lower case. Like Zeek, each letter is kept once.
 func (c *Close) Mark(side string, letter byte) {
@@ -57,9 +52,9 @@ func (c *Close) Mark(side string, letter byte) {
 // originator's, upper case.
 func letterFor(side string, letter byte) byte {
 	switch {
-	case side == sideServer:
+	case side == event.SideServer:
 		return letter | 0x20 // lower case
-	case side == sideProxy && letter == HistRST:
+	case side == event.SideProxy && letter == HistRST:
 		return HistProxyCut
 	}
 	return letter &^ 0x20
