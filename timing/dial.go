@@ -199,10 +199,7 @@ func (r *race) resolve(ctx context.Context, host string) {
 
 // add queues an address under its family.
 func (r *race) add(a netip.Addr) {
-	fam := 0
-	if a.Is4() {
-		fam = 1
-	}
+	fam := familyOf(a)
 	if len(r.pending[fam]) < maxAddrsPerFamily {
 		r.pending[fam] = append(r.pending[fam], a)
 	}
@@ -264,11 +261,8 @@ func (r *race) startNext(ctx context.Context) bool {
 			return false
 		}
 		ap := netip.AddrPortFrom(a, r.port)
-		if r.d.Deny != nil {
-			if why := r.d.Deny(ap); why != nil {
-				r.res.Attempts = append(r.res.Attempts, Attempt{Addr: ap, Start: r.since(), Outcome: OutcomeDenied, Err: deniedError{why}})
-				continue
-			}
+		if r.denied(ap) {
+			continue
 		}
 		i := len(r.res.Attempts)
 		r.res.Attempts = append(r.res.Attempts, Attempt{Addr: ap, Start: r.since()})
@@ -279,6 +273,19 @@ func (r *race) startNext(ctx context.Context) bool {
 		return true
 	}
 	return false
+}
+
+// denied asks the Deny policy about ap and records a refused address as a
+// denied attempt.
+func (r *race) denied(ap netip.AddrPort) bool {
+	if r.d.Deny == nil {
+		return false
+	}
+	why := r.d.Deny(ap)
+	if why != nil {
+		r.res.Attempts = append(r.res.Attempts, Attempt{Addr: ap, Start: r.since(), Outcome: OutcomeDenied, Err: deniedError{why}})
+	}
+	return why != nil
 }
 
 // connect makes attempt i, to ap.
@@ -300,11 +307,8 @@ func connect(ctx context.Context, i int, ap netip.AddrPort) result {
 // there is nothing to race.
 func (r *race) one(ctx context.Context, hostport, host string, a netip.Addr) (*Dialed, error) {
 	ap := netip.AddrPortFrom(a, r.port)
-	if r.d.Deny != nil {
-		if why := r.d.Deny(ap); why != nil {
-			r.res.Attempts = append(r.res.Attempts, Attempt{Addr: ap, Start: r.since(), Outcome: OutcomeDenied, Err: deniedError{why}})
-			return r.res, r.failure(ctx, hostport, host)
-		}
+	if r.denied(ap) {
+		return r.res, r.failure(ctx, hostport, host)
 	}
 	r.res.Attempts = append(r.res.Attempts, Attempt{Addr: ap, Start: r.since()})
 	r.tried++
