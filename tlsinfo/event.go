@@ -118,7 +118,7 @@ func SetVerdict(t *event.TLS, err error) {
 		if errors.As(err, &ve) {
 			t.VerifyErrorKind = ve.Kind
 		} else {
-			t.VerifyErrorKind = "other"
+			t.VerifyErrorKind = VerifyOther
 		}
 	}
 	if cr := t.ClientRejected; cr != nil {
@@ -133,7 +133,7 @@ func likely(alert *int, verified *bool, kind string) string {
 	switch {
 	case verified != nil && *verified:
 		return LikelyPinning
-	case kind == "unknown_authority" || kind == "self_signed":
+	case kind == VerifyUnknownAuthority || kind == VerifySelfSigned:
 		return LikelyUntrustedCA
 	case verified != nil:
 		return LikelyInvalidCertificate
