@@ -113,9 +113,6 @@ func Start(cfg Config) (*Capture, error) {
 	}
 	c := &Capture{
 		h: h, marker: marker, via: netip.AddrPortFrom(cfg.Via, markerPort),
-		// The socket queued packets between its bind and the filter:
-		// drop what is older than the filter.
-		since: time.Now(),
 		token: fmt.Appendf(nil, "wirecap end %d %d", os.Getpid(), time.Now().UnixNano()),
 		done:  make(chan error, 1),
 	}
@@ -133,7 +130,8 @@ func Start(cfg Config) (*Capture, error) {
 // whole host, but the switch is deferred to a kernel work item; until then
 // a packet is stamped only when the capture reads it, late. A datagram
 // sent through the filter tells: its stamp must not be later than the
-// return of the send.
+// return of the send. Its stamp also starts the capture: packets the
+// socket queued before (between its bind and the filter) are dropped.
 func (c *Capture) syncClock() error {
 	probe := []byte("wirecap clock sync")
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
@@ -521,10 +519,3 @@ func (c *Conn) Side(addr netip.AddrPort) *Side {
 	return nil
 }
 
-// Peer returns the other side of s.
-func (c *Conn) Peer(s *Side) *Side {
-	if s == c.Client {
-		return c.Server
-	}
-	return c.Client
-}
