@@ -518,4 +518,3 @@ func (c *Conn) Side(addr netip.AddrPort) *Side {
 	}
 	return nil
 }
-
