@@ -220,9 +220,10 @@ func (m *mitmLayer) serve(rec *record, client stream.Conn, h hello, tr *tlsinfo.
 	}
 	m.trusted.put(clientIP, "")
 	rec.publish(PhaseHandshakeDone)
+	// Requests' contexts derive from ctx (BaseContext, or h2's Context):
+	// each carries the session.
 	ctx = withSession(m.conns.base, s)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r = r.WithContext(withSession(r.Context(), s))
 		// Requests go to the server this stream was connected to, whatever
 		// their Host says; the URL records what the client asked for.
 		r.URL.Scheme = "https"

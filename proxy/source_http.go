@@ -50,8 +50,13 @@ func (s *httpSource) server() *http.Server {
 		IdleTimeout:       s.lim.IdleTimeout,
 		// OPTIONS * goes through the handler (and proxy auth) too.
 		DisableGeneralOptionsHandler: true,
+		// Every request of a connection carries its session from here.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, clientConnKey{}, c)
+			ctx = context.WithValue(ctx, clientConnKey{}, c)
+			if cc, ok := c.(*clientConn); ok {
+				ctx = withSession(ctx, cc.sess)
+			}
+			return ctx
 		},
 		ConnState: func(c net.Conn, st http.ConnState) {
 			if cc, ok := c.(*clientConn); ok && st == http.StateClosed {
@@ -289,7 +294,7 @@ func (s *httpSource) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		cc.rec.setKind(event.KindHTTP, r.Host)
 		hw := &hijackWatcher{ResponseWriter: w, cc: cc}
-		s.engine.gp.ServeHTTP(hw, r.WithContext(withSession(r.Context(), cc.sess)))
+		s.engine.gp.ServeHTTP(hw, r)
 		if hw.hijacked {
 			// goproxy relayed an upgraded (WebSocket) stream and returns
 			// without closing the connection.
