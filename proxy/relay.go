@@ -173,15 +173,14 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 func (r *relay) inspect(dir tlsinfo.Direction, e endpoints, early []byte, earlyFed bool) (wrote bool, err error) {
 	if len(early) > 0 {
 		r.close.Mark(sideName(e.srcSide), timing.HistData)
-		more := !earlyFed && r.tracker.Feed(dir, early, r.since())
+		if !earlyFed {
+			r.tracker.Feed(dir, early, r.since())
+		}
 		if err := r.write(e, dir, early); err != nil {
 			return true, err
 		}
-		if !earlyFed && !more || earlyFed && r.tracker.Done(dir) {
-			return false, nil
-		}
 	}
-	if r.tracker.Done(dir) {
+	if r.tracker.Done(dir) { // Feed said so too: it wants no more once done
 		return false, nil
 	}
 	bp := bufPool.Get().(*[]byte)
