@@ -1,4 +1,5 @@
-// Package rstwatch tells when a TCP socket is reset while nobody reads it.
+// Package rstwatch tells when a TCP socket is reset while nobody reads it,
+// and when its peer's FIN arrives while the reader is held up elsewhere.
 //
 // A relay stops reading a socket once its peer has sent FIN, but it keeps
 // writing the other direction's data into it. If the peer closed its
@@ -8,6 +9,12 @@
 // instance, on one goroutine for the whole process, watches such sockets
 // for EPOLLHUP/EPOLLERR; Go's own poller cannot, because a socket whose
 // peer sent FIN is always readable.
+//
+// The same kernel flag answers a second question. A relay blocked writing
+// to a slow reader does not read the other socket, so a FIN that arrived
+// behind unread data would be dated when the relay reached it, seconds
+// later on a slow phone. EPOLLRDHUP is raised when the FIN arrives,
+// whatever is queued before it.
 package rstwatch
 
 import (
@@ -35,14 +42,26 @@ var (
 // before closing c or shutting down its sending side. ok is false where
 // the platform cannot watch (then fn is never called).
 func Watch(c *net.TCPConn, fn func()) (stop func(), ok bool) {
+	return watchDefault(c, false, fn)
+}
+
+// WatchFIN calls fn once, on the watcher's goroutine, when c's peer has
+// sent FIN (or reset), even while data before the FIN is still unread;
+// at once if that has already happened. Its stop, like Watch's, must be
+// called before c is watched again or closed.
+func WatchFIN(c *net.TCPConn, fn func()) (stop func(), ok bool) {
+	return watchDefault(c, true, fn)
+}
+
+func watchDefault(c *net.TCPConn, fin bool, fn func()) (stop func(), ok bool) {
 	defaultOnce.Do(func() { defaultW, defaultErr = newWatcher() })
 	if defaultErr != nil {
 		return func() {}, false
 	}
-	return defaultW.watch(c, fn)
+	return defaultW.watch(c, fin, fn)
 }
 
-func (w *Watcher) watch(c *net.TCPConn, fn func()) (stop func(), ok bool) {
+func (w *Watcher) watch(c *net.TCPConn, fin bool, fn func()) (stop func(), ok bool) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return func() {}, false
@@ -53,7 +72,7 @@ func (w *Watcher) watch(c *net.TCPConn, fn func()) (stop func(), ok bool) {
 	w.regs[id] = fn
 	w.mu.Unlock()
 	var aerr error
-	if err := rc.Control(func(fd uintptr) { aerr = w.sys.add(int(fd), id) }); err != nil || aerr != nil {
+	if err := rc.Control(func(fd uintptr) { aerr = w.sys.add(int(fd), id, fin) }); err != nil || aerr != nil {
 		w.forget(id)
 		return func() {}, false
 	}

@@ -18,10 +18,13 @@ func newWatcher() (*Watcher, error) {
 	return w, nil
 }
 
-// add asks for EPOLLHUP and EPOLLERR only (both are always reported);
-// one-shot, so a socket fires at most once.
-func (s sysWatcher) add(fd int, id uint64) error {
+// add asks for EPOLLHUP and EPOLLERR (both are always reported), and
+// EPOLLRDHUP for a FIN; one-shot, so a socket fires at most once.
+func (s sysWatcher) add(fd int, id uint64, fin bool) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLHUP | unix.EPOLLERR | unix.EPOLLONESHOT}
+	if fin {
+		ev.Events |= unix.EPOLLRDHUP
+	}
 	putID(&ev, id)
 	return unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
 }

@@ -10,5 +10,5 @@ func newWatcher() (*Watcher, error) {
 	return nil, errors.New("rstwatch: not supported on this platform")
 }
 
-func (sysWatcher) add(int, uint64) error { return nil }
-func (sysWatcher) del(int)               {}
+func (sysWatcher) add(int, uint64, bool) error { return nil }
+func (sysWatcher) del(int)                     {}

@@ -61,3 +61,52 @@ func TestHalfCloseDoesNotFire(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// TestFINBehindUnreadData: the peer sends data and closes; nobody reads.
+// WatchFIN fires for the FIN although the data before it is unread, and
+// the data is still there to read.
+func TestFINBehindUnreadData(t *testing.T) {
+	c, s := testnet.Pair(t)
+	defer c.Close()
+	fired := make(chan struct{})
+	stop, ok := WatchFIN(c, func() { close(fired) })
+	if !ok {
+		t.Fatal("watch not supported")
+	}
+	defer stop()
+	select {
+	case <-fired:
+		t.Fatal("fired before the peer closed")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if _, err := s.Write([]byte("unread")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	select {
+	case <-fired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the peer's FIN behind unread data was not reported")
+	}
+	if b, err := io.ReadAll(c); err != nil || string(b) != "unread" {
+		t.Fatalf("read %q, %v; want the data before the FIN", b, err)
+	}
+}
+
+// TestWatchFINAfterTheFact: a FIN that arrived before the watch fires it
+// at once.
+func TestWatchFINAfterTheFact(t *testing.T) {
+	c, s := testnet.Pair(t)
+	defer c.Close()
+	_ = s.CloseWrite()
+	defer s.Close()
+	time.Sleep(10 * time.Millisecond) // the FIN is in
+	fired := make(chan struct{})
+	stop, _ := WatchFIN(c, func() { close(fired) })
+	defer stop()
+	select {
+	case <-fired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a FIN already in was not reported")
+	}
+}
