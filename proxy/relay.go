@@ -49,6 +49,16 @@ type relay struct {
 	// the reset is seen before the copy has counted what caused it.
 	afterFIN  [2]atomic.Int64 // by side: client, server
 	sentAtFIN [2]atomic.Int64 // by side; -1 while unknown
+	// finAt is, by side, when a watch saw its FIN arrive while the relay
+	// was held up writing to the other side and not reading it; -1 while
+	// unseen.
+	finAt [2]atomic.Int64
+	// eofRead is, by side, that the relay read its FIN: the direction
+	// from it is over and nothing more is written toward it. Set before
+	// the other's is checked, so of two directions ending together one
+	// sees the other's. (The FIN's record is not this: a reset may record
+	// the other side's FIN while that direction still writes.)
+	eofRead [2]atomic.Bool
 	// clientRecv is when the client last sent data, for idle_timeout
 	// where the kernel cannot say (a client that is not a kernel socket);
 	// kept for such a client only.
@@ -59,7 +69,7 @@ type relay struct {
 	halfClose  sync.Once
 	hcTimer    atomic.Pointer[time.Timer]
 	watchMu    sync.Mutex
-	unwatch    [2]func() // by side: stops the reset watch of that socket
+	unwatch    [2]func() // by side: stops the watch (FIN, then reset) of that socket
 	unwatched  bool      // stopWatches ran: no new watch may start
 
 	errMu sync.Mutex
@@ -69,8 +79,10 @@ type relay struct {
 func newRelay(client stream.Conn, server *net.TCPConn, tr *tlsinfo.Tracker, lim config.Limits,
 	since func() time.Duration, onCut func(any, func()) func(), cl *timing.Close, pipes *splice.Pool) *relay {
 	r := &relay{client: client, server: server, tracker: tr, lim: lim, since: since, onCut: onCut, close: cl, pipes: pipes}
-	r.sentAtFIN[clientSide].Store(-1)
-	r.sentAtFIN[serverSide].Store(-1)
+	for side := range 2 {
+		r.sentAtFIN[side].Store(-1)
+		r.finAt[side].Store(-1)
+	}
 	if t, ok := client.(stream.TCP); ok {
 		r.clientTCP = t.TCPConn
 	}
@@ -249,7 +261,13 @@ func (r *relay) bulk(e endpoints, dir tlsinfo.Direction) (wrote bool, err error)
 	if e.dstTCP != nil && e.srcTCP != nil {
 		dst, src = e.dstTCP, e.srcTCP
 	}
-	_, err = r.pipes.CopyCounting(dst, src, func(n int64) { r.moved(e, dir, n) })
+	_, err = r.pipes.CopyProgress(dst, src, splice.Progress{
+		Moved: func(n int64) { r.moved(e, dir, n) },
+		// Held up by a slow reader, the copy no longer reads its source:
+		// a FIN arriving there now is dated by a watch, not by the read
+		// that reaches it later.
+		Blocked: func() { r.watchFIN(e.srcSide, e.srcTCP) },
+	})
 	var se *splice.Error
 	return errors.As(err, &se) && se.Op == splice.Write, err
 }
@@ -279,9 +297,11 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 	at := r.since()
 	if r.aborted.Load() {
 		// The proxy is resetting both sides: reads end with ErrClosed;
-		// an EOF still read is the peer's own FIN, which came first.
-		if err == io.EOF {
-			r.close.FIN(sideName(e.srcSide), at)
+		// an EOF still read is the peer's own FIN, which came first,
+		// unless that peer is the one resetting (its reset was taken by
+		// the other direction's write, and the socket reads as ended).
+		if err == io.EOF && r.close.RSTBy() != sideName(e.srcSide) {
+			r.close.FIN(sideName(e.srcSide), r.finTime(e.srcSide, at))
 		}
 		return
 	}
@@ -290,7 +310,7 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 	// taken for a FIN, then for the bytes sent to it before that FIN.
 	var si timing.SockInfo
 	siOK := false
-	if err == io.EOF && e.srcTCP != nil && !r.close.HasFIN(dst) {
+	if err == io.EOF && e.srcTCP != nil && !r.eofRead[e.dstSide].Load() {
 		// The kernel reports a reset once: if the other direction's write
 		// took it, this read sees a plain EOF. A socket whose peer sent
 		// FIN is in CLOSE_WAIT; one that was reset is closed, which a
@@ -307,12 +327,14 @@ func (r *relay) ended(dir tlsinfo.Direction, e endpoints, err error, writeErr bo
 	}
 	switch {
 	case err == io.EOF:
+		r.eofRead[e.srcSide].Store(true)
+		at = r.finTime(e.srcSide, at)
 		first := r.close.FIN(src, at)
 		r.tracker.EOF(dir, at)
 		if first && r.fed != nil {
 			r.fed()
 		}
-		if r.close.HasFIN(dst) {
+		if r.eofRead[e.dstSide].Load() {
 			// Both ways are over; the relay closes both sockets.
 			r.stopWatches()
 			_ = closeWrite(e.dst)
@@ -387,8 +409,26 @@ func (r *relay) peerReset(side int, at time.Duration) {
 	if r.dataAfterFIN(side) {
 		cause = "data_after_close"
 	}
+	// The other side's FIN may be in its socket already, unread behind
+	// data the proxy is still passing on (late to wake, or held by a
+	// client that does not read): it arrived before the reset was seen,
+	// so it is recorded first, as the wire has it.
+	other := 1 - side
+	if c := r.tcpConn(other); c != nil && !r.close.HasFIN(sideName(other)) {
+		if si, ok := timing.Info(c); ok && si.PeerFIN {
+			r.close.FIN(sideName(other), r.finTime(other, at))
+		}
+	}
 	r.close.RST(sideName(side), cause, at)
 	r.abort()
+}
+
+// tcpConn is side's kernel socket, or nil for a client that is not one.
+func (r *relay) tcpConn(side int) *net.TCPConn {
+	if side == clientSide {
+		return r.clientTCP
+	}
+	return r.server
 }
 
 // dataAfterFIN reports whether data reached side after its FIN: the
@@ -396,10 +436,7 @@ func (r *relay) peerReset(side int, at time.Duration) {
 // the copy counts in user space may be counted after the reset it caused
 // is seen), else the copy's count.
 func (r *relay) dataAfterFIN(side int) bool {
-	c := r.server
-	if side == clientSide {
-		c = r.clientTCP
-	}
+	c := r.tcpConn(side)
 	base := r.sentAtFIN[side].Load()
 	if c == nil || base < 0 {
 		return r.afterFIN[side].Load() > 0
@@ -418,6 +455,10 @@ func (r *relay) watchReset(side int, c *net.TCPConn) {
 	defer r.watchMu.Unlock()
 	if r.unwatched {
 		return
+	}
+	if stop := r.unwatch[side]; stop != nil { // the FIN's watch, spent
+		stop()
+		r.unwatch[side] = nil
 	}
 	stop, ok := rstwatch.Watch(c, func() {
 		if r.aborted.Load() {
@@ -438,6 +479,29 @@ func (r *relay) watchReset(side int, c *net.TCPConn) {
 	if ok {
 		r.unwatch[side] = stop
 	}
+}
+
+// watchFIN watches side's socket, which the relay is not reading while
+// it waits to write to the other side, for its peer's FIN (or reset), to
+// date it when it arrives.
+func (r *relay) watchFIN(side int, c *net.TCPConn) {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	if r.unwatched || r.unwatch[side] != nil {
+		return
+	}
+	if stop, ok := rstwatch.WatchFIN(c, func() { r.finAt[side].CompareAndSwap(-1, int64(r.since())) }); ok {
+		r.unwatch[side] = stop
+	}
+}
+
+// finTime is when side's FIN was seen: at, when the relay read it, or
+// earlier if a watch saw it arrive while the relay was not reading.
+func (r *relay) finTime(side int, at time.Duration) time.Duration {
+	if f := time.Duration(r.finAt[side].Load()); f >= 0 && f < at {
+		return f
+	}
+	return at
 }
 
 func (r *relay) stopWatches() {
@@ -508,10 +572,7 @@ func (r *relay) abort() {
 // reading is the last thing before the close: on loopback what is queued
 // leaves within microseconds once the peer's window opens.
 func (r *relay) reset(side int, at time.Duration) {
-	c := r.server
-	if side == clientSide {
-		c = r.clientTCP
-	}
+	c := r.tcpConn(side)
 	if c == nil { // a client that is not a kernel socket
 		_ = r.client.Abort()
 		return
@@ -521,11 +582,10 @@ func (r *relay) reset(side int, at time.Duration) {
 		// After the proxy's own FIN, the peer's FIN leaves the socket
 		// closed rather than in CLOSE_WAIT (Linux hands TIME_WAIT to a
 		// socket of its own); unless that peer is the one resetting.
-		other := sideName(1 - side)
 		resetting := r.close.RSTBy() == sideName(side)
-		finished := si.Closed && r.close.HasFIN(other) && !resetting
+		finished := si.Closed && r.eofRead[1-side].Load() && !resetting
 		if !r.close.HasFIN(sideName(side)) && (si.PeerFIN || finished || !resetting && timing.PeerClosed(c)) {
-			r.close.FIN(sideName(side), at)
+			r.close.FIN(sideName(side), r.finTime(side, at))
 		}
 		// Data written into side's socket flows in the direction toward it.
 		dir := tlsinfo.ServerToClient

@@ -180,6 +180,46 @@ func tcpScenarios() []tcpScenario {
 			reproduced: wantRST("client", "data_after_close"),
 		},
 		{
+			// The server sends more than a client that does not read can
+			// take, and closes: its FIN waits in the proxy's socket behind
+			// data the proxy cannot pass on (6 MB: more than the client's
+			// window and the proxy's send buffer toward it, less than
+			// that and the proxy's receive buffer from the server). 50 ms
+			// later the client resets. The event must date the FIN when
+			// it arrived, before the reset, not when the proxy could have
+			// read it.
+			name: "FIN behind unread data, then the client resets",
+			server: serverExchange(func(c *net.TCPConn) {
+				write(c, 6_000_000)
+			}),
+			client: func(c *net.TCPConn) {
+				write(c, 100)
+				time.Sleep(50 * time.Millisecond)
+				abort(c)
+			},
+			reproduced: func(w wire) string {
+				if w.firstFIN != "server" || w.rst != "client" || w.rstCause != "abort" {
+					return "want the server's FIN, then a reset by the client (abort)"
+				}
+				return ""
+			},
+		},
+		{
+			// The download case: as above, but the client reads it all
+			// after 50 ms, then closes. The server's FIN is dated when it
+			// reached the proxy, not when the client had read up to it.
+			name: "server closes while the client is slow to read",
+			server: serverExchange(func(c *net.TCPConn) {
+				write(c, 6_000_000)
+			}),
+			client: func(c *net.TCPConn) {
+				write(c, 100)
+				time.Sleep(50 * time.Millisecond)
+				drain(c)
+			},
+			reproduced: wantFirstFIN("server"),
+		},
+		{
 			name:       "proxy idle timeout",
 			edit:       func(c *config.Config) { c.Limits.IdleTimeout = 300 * time.Millisecond },
 			server:     serverExchange(drain),

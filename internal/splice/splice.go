@@ -144,23 +144,34 @@ func (p *Pool) idleTimeout() time.Duration {
 // go through a read/write loop. Deadlines set on the connections apply.
 // Copy does not close or half-close anything.
 func (p *Pool) Copy(dst io.Writer, src io.Reader) (int64, error) {
-	return p.CopyCounting(dst, src, nil)
+	return p.CopyProgress(dst, src, Progress{})
 }
 
-// CopyCounting is Copy that also calls count with each run of bytes dst
-// took, as it takes them, so a caller can follow a long copy: when data
-// first flowed, when it last did, how much after a FIN. count runs on the
-// copying goroutine and must be quick; the counts add up to Copy's result.
-func (p *Pool) CopyCounting(dst io.Writer, src io.Reader, count func(n int64)) (int64, error) {
-	if count == nil {
-		count = func(int64) {}
+// Progress lets a caller follow a long copy. Its functions run on the
+// copying goroutine and must be quick; either may be nil.
+type Progress struct {
+	// Moved is called with each run of bytes dst took, as it takes them:
+	// when data first flowed, when it last did, how much after a FIN. The
+	// runs add up to Copy's result.
+	Moved func(n int64)
+	// Blocked is called once, the first time dst cannot take more (its
+	// reader is slower than src's writer), between kernel sockets only.
+	// While the copy waits, src is not read: its peer's FIN may arrive
+	// behind unread data, and only a watch on src would see it then.
+	Blocked func()
+}
+
+// CopyProgress is Copy reporting its progress to pr.
+func (p *Pool) CopyProgress(dst io.Writer, src io.Reader, pr Progress) (int64, error) {
+	if pr.Moved == nil {
+		pr.Moved = func(int64) {}
 	}
 	d, ok1 := dst.(*net.TCPConn)
 	s, ok2 := src.(*net.TCPConn)
 	if ok1 && ok2 {
-		return p.copyTCP(d, s, count)
+		return p.copyTCP(d, s, pr)
 	}
-	return copyLoop(dst, src, count)
+	return copyLoop(dst, src, pr.Moved)
 }
 
 const bufSize = 32 << 10

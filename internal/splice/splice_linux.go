@@ -140,7 +140,7 @@ func (ps *pipes) sweep() {
 
 // copyTCP runs a copier; if the sockets have no raw descriptors (which a
 // *net.TCPConn always has) it says which one.
-func (p *Pool) copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
+func (p *Pool) copyTCP(dst, src *net.TCPConn, pr Progress) (int64, error) {
 	rs, err := src.SyscallConn()
 	if err != nil {
 		return 0, &Error{Op: Read, Err: cause(err)}
@@ -149,7 +149,7 @@ func (p *Pool) copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) 
 	if err != nil {
 		return 0, &Error{Op: Write, Err: cause(err)}
 	}
-	c := &copier{pool: p, src: rs, dst: rd, count: count}
+	c := &copier{pool: p, src: rs, dst: rd, count: pr.Moved, blocked: pr.Blocked}
 	c.onReadable, c.onWritable = c.fill, c.drain // one closure each, not one per burst
 	defer c.release()
 	return c.run()
@@ -162,6 +162,7 @@ type copier struct {
 	pool     *Pool
 	src, dst syscall.RawConn
 	count    func(int64)
+	blocked  func() // nil once called
 
 	pipe     *pipe
 	buf      *buffer
@@ -253,6 +254,10 @@ func (c *copier) drain(fd uintptr) bool {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
+			if c.blocked != nil {
+				c.blocked()
+				c.blocked = nil
+			}
 			return false
 		case err != nil:
 			c.err = err

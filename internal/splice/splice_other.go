@@ -5,8 +5,8 @@ package splice
 import "net"
 
 // copyTCP is the read/write loop: splice(2) is Linux's.
-func (p *Pool) copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
-	return copyLoop(dst, src, count)
+func (p *Pool) copyTCP(dst, src *net.TCPConn, pr Progress) (int64, error) {
+	return copyLoop(dst, src, pr.Moved)
 }
 
 // pipes is empty: there are no pipes to pool.

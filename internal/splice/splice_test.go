@@ -26,12 +26,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type copyFunc func(p *Pool, dst, src *net.TCPConn, count func(int64)) (int64, error)
 
 func spliced(p *Pool, dst, src *net.TCPConn, count func(int64)) (int64, error) {
-	return p.CopyCounting(dst, src, count)
+	return p.CopyProgress(dst, src, Progress{Moved: count})
 }
 
 // wrapped hides the *net.TCPConn so Copy takes its read/write loop.
 func wrapped(p *Pool, dst, src *net.TCPConn, count func(int64)) (int64, error) {
-	return p.CopyCounting(struct{ net.Conn }{dst}, struct{ net.Conn }{src}, count)
+	return p.CopyProgress(struct{ net.Conn }{dst}, struct{ net.Conn }{src}, Progress{Moved: count})
 }
 
 // ways are the paths through Copy: splice with pipes to spare, splice
@@ -62,7 +62,7 @@ type tunnel struct {
 	// carried is what the tunnel carried before a transfer, in Copy's
 	// counts: up and down.
 	carried [2]int64
-	// counted is what CopyCounting reported as it went: up and down.
+	// counted is what CopyProgress reported as it went: up and down.
 	counted [2]atomic.Int64
 }
 
@@ -427,5 +427,49 @@ func TestCopyDeadlines(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestBlocked: a destination whose reader stops reading holds the copy up;
+// Progress.Blocked says so once, however long the copy waits, and the
+// copy completes when the reader reads again.
+func TestBlocked(t *testing.T) {
+	client, pc := testnet.Pair(t)
+	ps, server := testnet.Pair(t)
+	defer client.Close()
+	defer server.Close()
+	defer pc.Close()
+	defer ps.Close()
+	var blocked atomic.Int32
+	done := make(chan result, 1)
+	go func() {
+		n, err := (&Pool{}).CopyProgress(pc, ps, Progress{Blocked: func() { blocked.Add(1) }})
+		_ = pc.CloseWrite()
+		done <- result{n, err}
+	}()
+	const size = 64 << 20 // more than loopback's buffers hold
+	go func() {
+		_, _ = server.Write(bytes.Repeat([]byte{'x'}, size))
+		_ = server.CloseWrite()
+	}()
+	// The client does not read until the copy has said it waits.
+	for deadline := time.Now().Add(10 * time.Second); blocked.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Blocked not called while the reader did not read")
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // waiting longer changes nothing
+	if got := blocked.Load(); got != 1 {
+		t.Fatalf("Blocked called %d times while the reader did not read, want 1", got)
+	}
+	n, err := io.Copy(io.Discard, client)
+	if err != nil || n != size {
+		t.Fatalf("client read %d, %v; want %d", n, err, size)
+	}
+	if r := <-done; r.err != nil || r.n != size {
+		t.Fatalf("copy = %d, %v; want %d", r.n, r.err, size)
+	}
+	if got := blocked.Load(); got != 1 {
+		t.Fatalf("Blocked called %d times in all, want 1", got)
 	}
 }
