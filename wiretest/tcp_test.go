@@ -81,6 +81,8 @@ type tcpScenario struct {
 
 func tcpScenarios() []tcpScenario {
 	reset := make(chan struct{}) // FIN then RST: the server has reset
+	// FIN behind unread data: the server has written all, and closes.
+	written, written2 := make(chan struct{}), make(chan struct{})
 	return []tcpScenario{
 		{
 			name:   "client-first close",
@@ -185,15 +187,17 @@ func tcpScenarios() []tcpScenario {
 			// data the proxy cannot pass on (6 MB: more than the client's
 			// window and the proxy's send buffer toward it, less than
 			// that and the proxy's receive buffer from the server). 50 ms
-			// later the client resets. The event must date the FIN when
-			// it arrived, before the reset, not when the proxy could have
-			// read it.
+			// after the server's write returned, the client resets. The
+			// event must date the FIN when it arrived, before the reset,
+			// not when the proxy could have read it.
 			name: "FIN behind unread data, then the client resets",
 			server: serverExchange(func(c *net.TCPConn) {
 				write(c, 6_000_000)
+				close(written)
 			}),
 			client: func(c *net.TCPConn) {
 				write(c, 100)
+				<-written
 				time.Sleep(50 * time.Millisecond)
 				abort(c)
 			},
@@ -211,9 +215,11 @@ func tcpScenarios() []tcpScenario {
 			name: "server closes while the client is slow to read",
 			server: serverExchange(func(c *net.TCPConn) {
 				write(c, 6_000_000)
+				close(written2)
 			}),
 			client: func(c *net.TCPConn) {
 				write(c, 100)
+				<-written2
 				time.Sleep(50 * time.Millisecond)
 				drain(c)
 			},
