@@ -72,6 +72,10 @@ func TestSOCKS5Refusals(t *testing.T) {
 		{"UDP ASSOCIATE", []byte{5, 1, 0, 5, 3, 0, 1, 127, 0, 0, 1, 0, 53}, []byte{5, 0, 5, 7}},
 		{"BIND", []byte{5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80}, []byte{5, 0, 5, 7}},
 		{"SOCKS4", []byte{4, 1, 0, 80, 127, 0, 0, 1, 'u', 0}, []byte{0, 0x5b}},
+		// Names held to what a CONNECT target may be: general failure.
+		{"numeric name 127.1", append([]byte{5, 1, 0, 5, 1, 0, 3, 5}, "127.1\x00\x50"...), []byte{5, 0, 5, 1}},
+		{"space in a name", append([]byte{5, 1, 0, 5, 1, 0, 3, 3}, "a b\x00\x50"...), []byte{5, 0, 5, 1}},
+		{"port 0", []byte{5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 0}, []byte{5, 0, 5, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", socks)
@@ -87,6 +91,8 @@ func TestSOCKS5Refusals(t *testing.T) {
 			}
 			if ev := h.event(); ev.Source != event.SourceSOCKS5 || ev.Error == "" {
 				t.Errorf("event source=%s error=%q", ev.Source, ev.Error)
+			} else {
+				t.Logf("event error: %s", ev.Error)
 			}
 		})
 	}

@@ -88,6 +88,14 @@ func (s *socksSource) handle(c *net.TCPConn, slot bool, start time.Time) {
 		refuse(socks5.NotAllowed, err.Error())
 		return
 	}
+	// A name is held to what a CONNECT target may be: a numeric name
+	// such as 127.1 means 127.0.0.1 to some resolvers and not to others.
+	a, err := access.ParseAuthority(target)
+	if err != nil {
+		refuse(socks5.GeneralFailure, err.Error())
+		return
+	}
+	target = a.String()
 	_ = c.SetDeadline(time.Time{})
 	st := &stream.Stream{
 		Source: event.SourceSOCKS5,

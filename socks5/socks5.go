@@ -125,10 +125,9 @@ type Request struct {
 	// Version is 5, or 4 for a refused SOCKS4/4a request.
 	Version byte
 	Command Command
-	// Host is the domain name as sent (ATYP 3; unlike a CONNECT's target
-	// it is not parsed strictly, so a numeric name such as 127.1 goes to
-	// the resolver, and the destination policy then checks every address
-	// it resolves to), or the IP literal's text.
+	// Host is the domain name as sent (ATYP 3; the proxy then holds it
+	// to what a CONNECT target may be, access.ParseAuthority), or the IP
+	// literal's text.
 	Host string
 	// Addr is the address of an IPv4 or IPv6 request (ATYP 1 or 4).
 	Addr netip.Addr
