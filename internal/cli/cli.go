@@ -174,7 +174,13 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 	}
 	defer closeEvents(sink, cfg.Events.CloseTimeout, log)
 	opts.Log, opts.Sink = log, sink
-	u, err := startUI(ctx, cfg, log, opt.ca, opt.app, &opts)
+	// One WireGuard setup for the server and the console's device pages.
+	var wg *wgSetup
+	if cfg.WireGuard.Listen != "" {
+		s := newWGSetup(cfg)
+		wg = &s
+	}
+	u, err := startUI(ctx, cfg, wg, log, opt.ca, opt.app, &opts)
 	if err != nil {
 		return err
 	}
@@ -192,7 +198,7 @@ func serveProxy(ctx context.Context, cfg config.Config, log *zap.Logger, ready f
 		}()
 	}
 	defer reopenOnHUP(sink, log)()
-	waitWG, err := startWireGuard(ctx, cfg, log, srv.Emit,
+	waitWG, err := startWireGuard(ctx, cfg, wg, log, srv.Emit,
 		func(_ context.Context, st *stream.Stream) { srv.ServeStream(st) })
 	if err != nil {
 		return err

@@ -48,7 +48,7 @@ func (u *ui) openStreams() []live.Conn {
 // startUI builds the live hub (with the events file's tail as history),
 // the setup page, and the console on ui.listen. A console that cannot
 // listen (port taken) is logged and left out: the proxy runs without it.
-func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x509.Certificate, app *ats.AppPolicy, o *proxy.Options) (*ui, error) {
+func startUI(ctx context.Context, cfg config.Config, wg *wgSetup, log *zap.Logger, caCert *x509.Certificate, app *ats.AppPolicy, o *proxy.Options) (*ui, error) {
 	u := &ui{}
 	var err error
 	u.lan = cfg.Onboard.Addresses
@@ -90,7 +90,7 @@ func startUI(ctx context.Context, cfg config.Config, log *zap.Logger, caCert *x5
 	u.hub.Preload(hist)
 	srv, err := console.New(console.Options{
 		Hub: u.hub, Log: log.Named("console"), Token: cfg.UI.Token, App: app, Version: version(),
-		History: cfg.UI.History, Setup: consoleSetup(cfg, u.setup),
+		History: cfg.UI.History, Setup: consoleSetup(wg, u.setup),
 		// As at the proxy: this host, or access.allow_clients.
 		Allow: func(a netip.Addr) bool { return pol.Client(netip.AddrPortFrom(a, 0)) == nil },
 	})

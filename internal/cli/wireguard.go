@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -33,10 +34,13 @@ type wgSetup struct {
 	cfg               config.WireGuard
 	store             *wireguard.Store
 	network, network6 netip.Prefix
+	// bound is the listen address once the server has bound it (the port
+	// of a listen port of 0 is known only then); nil outside serve.
+	bound *atomic.Pointer[string]
 }
 
 func newWGSetup(cfg config.Config) wgSetup {
-	s := wgSetup{cfg: cfg.WireGuard, store: wireguard.NewStore(filepath.Join(cfg.MITM.DataDir, "wireguard"))}
+	s := wgSetup{cfg: cfg.WireGuard, store: wireguard.NewStore(filepath.Join(cfg.MITM.DataDir, "wireguard")), bound: new(atomic.Pointer[string])}
 	s.network = netip.MustParsePrefix(s.cfg.Network) // Validate checked both
 	if s.cfg.Network6 != "" {
 		s.network6 = netip.MustParsePrefix(s.cfg.Network6)
@@ -47,12 +51,21 @@ func newWGSetup(cfg config.Config) wgSetup {
 // endpoint is the host:port device configs connect to.
 func (s wgSetup) endpoint() (string, error) {
 	host, port := "0.0.0.0", defaultWireGuardPort
-	if s.cfg.Listen != "" {
-		h, p, _ := net.SplitHostPort(s.cfg.Listen)
+	listen := s.cfg.Listen
+	if s.bound != nil {
+		if b := s.bound.Load(); b != nil {
+			listen = *b
+		}
+	}
+	if listen != "" {
+		h, p, _ := net.SplitHostPort(listen)
 		port = p
 		if h != "" {
 			host = h // devices reach a server bound to one address there
 		}
+	}
+	if port == "0" {
+		return "", fmt.Errorf("wireguard: wireguard.listen %q has port 0, and the server has not bound its port yet", listen)
 	}
 	if s.cfg.Endpoint == "" {
 		listen := net.JoinHostPort(host, port)
@@ -183,14 +196,14 @@ func newWireGuard(stdout, stderr io.Writer) *cobra.Command {
 // /setup/wireguard/. Those hold the devices' private keys, so they are on
 // the console only (its token and client rules), never on the setup page
 // the proxy serves its clients.
-func consoleSetup(cfg config.Config, page *onboard.Handler) http.Handler {
-	if cfg.WireGuard.Listen == "" {
+func consoleSetup(wg *wgSetup, page *onboard.Handler) http.Handler {
+	if wg == nil {
 		if page == nil {
 			return nil
 		}
 		return page
 	}
-	s := newWGSetup(cfg)
+	s := *wg
 	mux := http.NewServeMux()
 	mux.Handle("/wireguard/", wireguard.SetupHandler(s.store, s.config))
 	if page != nil {
@@ -205,16 +218,16 @@ func consoleSetup(cfg config.Config, page *onboard.Handler) http.Handler {
 // access rules, with the WireGuard port as the proxy's own. wait blocks
 // until the server has stopped (after ctx ends) and every flow's event is
 // written.
-func startWireGuard(ctx context.Context, cfg config.Config, log *zap.Logger, emit func(*event.Event),
+func startWireGuard(ctx context.Context, cfg config.Config, wg *wgSetup, log *zap.Logger, emit func(*event.Event),
 	handle func(context.Context, *stream.Stream)) (wait func() error, err error) {
-	if cfg.WireGuard.Listen == "" {
+	if wg == nil {
 		return func() error { return nil }, nil
 	}
 	udpPolicy, err := access.New(cfg.Access)
 	if err != nil {
 		return nil, err
 	}
-	s := newWGSetup(cfg)
+	s := *wg
 	w := cfg.WireGuard
 	srv, err := wireguard.New(wireguard.Options{
 		Listen: w.Listen, Store: s.store, Network: s.network, Network6: s.network6, MTU: w.MTU, QUIC: w.QUIC,
@@ -235,7 +248,7 @@ func startWireGuard(ctx context.Context, cfg config.Config, log *zap.Logger, emi
 	}
 	host, _, _ := net.SplitHostPort(w.Listen) // Validate checked it
 	bound := net.JoinHostPort(host, strconv.Itoa(int(srv.Port())))
-	s.cfg.Listen = bound // the port bound, for a listen port of 0
+	s.bound.Store(&bound) // the console's device pages see it too
 	endpoint, err := s.endpoint()
 	if err != nil {
 		endpoint = err.Error()

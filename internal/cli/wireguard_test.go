@@ -110,6 +110,11 @@ func TestServeWireGuard(t *testing.T) {
 	if code != 200 || !strings.Contains(page, "<h2>phone</h2>") || !strings.Contains(page, "PrivateKey = ") || !strings.Contains(page, "Endpoint = ") {
 		t.Errorf("console /setup/wireguard/: %d\n%.600s", code, page)
 	}
+	// Listening on port 0, the configs carry the port the server bound.
+	udp := regexp.MustCompile(`"udp": "([^"]+)"`).FindStringSubmatch(stderr.String())
+	if udp == nil || strings.HasSuffix(udp[1], ":0") || !strings.Contains(page, "Endpoint = "+udp[1]+"\n") {
+		t.Errorf("console configs' endpoint is not the bound address %v:\n%.600s", udp, page)
+	}
 	proxyAddr := regexp.MustCompile(`\blistening\s+\{"addr": "([^"]+)"`).FindStringSubmatch(stderr.String())
 	if proxyAddr == nil {
 		t.Fatalf("no proxy address:\n%s", stderr.String())
