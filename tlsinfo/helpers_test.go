@@ -143,7 +143,7 @@ func summary(info Info) string {
 	if sh := info.ServerHello; sh != nil {
 		fmt.Fprintf(&b, "ServerHello=%+v\n", *sh)
 	}
-	fmt.Fprintf(&b, "HRR=%v Version=%s Suite=%s Resumed=%v SKE=%q OCSP=%v\n", info.HelloRetry,
+	fmt.Fprintf(&b, "HRR=%v Version=%s Suite=%s Resumed=%v SKE=%q OCSP=%v\n", info.Retry != nil,
 		VersionName(info.Version), CipherSuiteName(info.CipherSuite), info.Resumed, info.ServerKeyExchangeGroup, info.OCSPStapled)
 	for _, c := range info.Certificates {
 		sum := sha256.Sum256(c.Raw)

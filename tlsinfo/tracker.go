@@ -56,7 +56,6 @@ type Info struct {
 	// ServerHello is the last ServerHello seen: after a HelloRetryRequest
 	// it is replaced by the real one.
 	ServerHello *event.ServerHello
-	HelloRetry  bool
 	// Retry describes the HelloRetryRequest; nil without one.
 	Retry *Retry
 	// Failure says how a handshake that started ended before it was done.
@@ -582,7 +581,7 @@ func (t *Tracker) clientMessage(d *dirState, typ uint8, msg []byte) error {
 	if t.info.ClientHello != nil {
 		// Only a HelloRetryRequest earns a second ClientHello; the first
 		// is the one that fingerprints the client.
-		if !t.info.HelloRetry || d.messages > 2 {
+		if t.info.Retry == nil || d.messages > 2 {
 			return fmt.Errorf("%w: second client_hello without a hello_retry_request", ErrUnexpectedMessage)
 		}
 		t.phase = PhaseClientHello
@@ -632,12 +631,11 @@ func (t *Tracker) serverHello(d *dirState, msg []byte) error {
 	switch {
 	case t.finalHello:
 		return fmt.Errorf("%w: second server_hello", ErrUnexpectedMessage)
-	case t.info.HelloRetry && sh.HelloRetryRequest:
+	case t.info.Retry != nil && sh.HelloRetryRequest:
 		return fmt.Errorf("%w: second hello_retry_request", ErrUnexpectedMessage)
 	}
 	t.info.ServerHello = sh
 	t.info.ServerHelloAt = d.at
-	t.info.HelloRetry = t.info.HelloRetry || sh.HelloRetryRequest
 	t.info.Version = sh.Raw.Version
 	t.info.CipherSuite = sh.Raw.CipherSuite
 	t.info.JA3S, t.info.JA3SHash = JA3S(&sh.Raw)

@@ -42,8 +42,8 @@ func scenarios() []scenario {
 				if info.ServerKeyExchangeGroup != "x25519" {
 					t.Errorf("ServerKeyExchangeGroup = %q, want x25519", info.ServerKeyExchangeGroup)
 				}
-				if info.Resumed || info.HelloRetry || info.OCSPStapled {
-					t.Errorf("Resumed/HelloRetry/OCSPStapled = %v/%v/%v, want false", info.Resumed, info.HelloRetry, info.OCSPStapled)
+				if info.Resumed || info.Retry != nil || info.OCSPStapled {
+					t.Errorf("Resumed/HelloRetry/OCSPStapled = %v/%v/%v, want false", info.Resumed, info.Retry != nil, info.OCSPStapled)
 				}
 			},
 		},
@@ -160,8 +160,8 @@ func scenarios() []scenario {
 				if info.ServerHello.LegacyVersion != "TLS 1.2" || info.ServerHello.KeyExchangeGroup == "" {
 					t.Errorf("ServerHello = %+v", info.ServerHello)
 				}
-				if len(info.Certificates) != 0 || info.Resumed || info.HelloRetry {
-					t.Errorf("certs/resumed/HRR = %d/%v/%v", len(info.Certificates), info.Resumed, info.HelloRetry)
+				if len(info.Certificates) != 0 || info.Resumed || info.Retry != nil {
+					t.Errorf("certs/resumed/HRR = %d/%v/%v", len(info.Certificates), info.Resumed, info.Retry != nil)
 				}
 			},
 		},
@@ -173,8 +173,8 @@ func scenarios() []scenario {
 			client: (*pki).clientConfig,
 			check: func(t *testing.T, p *pki, info Info) {
 				wantVersion(t, info, tls.VersionTLS13)
-				if !info.HelloRetry || info.ServerHello.HelloRetryRequest {
-					t.Errorf("HelloRetry = %v, final ServerHello.HelloRetryRequest = %v", info.HelloRetry, info.ServerHello.HelloRetryRequest)
+				if info.Retry == nil || info.ServerHello.HelloRetryRequest {
+					t.Errorf("HelloRetry = %v, final ServerHello.HelloRetryRequest = %v", info.Retry != nil, info.ServerHello.HelloRetryRequest)
 				}
 				if info.ServerHello.KeyExchangeGroup != "secp256r1" {
 					t.Errorf("KeyExchangeGroup = %q, want secp256r1", info.ServerHello.KeyExchangeGroup)
