@@ -428,18 +428,15 @@ func (s *Server) admit(peer string) (release func(), limit string) {
 	s.total++
 	s.perPeer[peer]++
 	s.flows.Add(1)
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.mu.Lock()
-			s.total--
-			if s.perPeer[peer]--; s.perPeer[peer] == 0 {
-				delete(s.perPeer, peer)
-			}
-			s.mu.Unlock()
-			s.flows.Done()
-		})
-	}, ""
+	return sync.OnceFunc(func() {
+		s.mu.Lock()
+		s.total--
+		if s.perPeer[peer]--; s.perPeer[peer] == 0 {
+			delete(s.perPeer, peer)
+		}
+		s.mu.Unlock()
+		s.flows.Done()
+	}), ""
 }
 
 // newID is an event id: a random per-server prefix and a counter.
