@@ -83,7 +83,7 @@ type Options struct {
 // Handler serves the setup page, the PAC file and the CA downloads.
 type Handler struct {
 	o       Options
-	page    *template.Template
+	page    []byte // rendered once: it depends on the options only
 	profile []byte // nil without a CA
 	pem     []byte
 }
@@ -91,18 +91,18 @@ type Handler struct {
 //go:embed page.html
 var pageFS embed.FS
 
-// New builds a Handler; it renders the profile once.
+// New builds a Handler; it renders the page and the profile once.
 func New(o Options) (*Handler, error) {
 	for _, g := range o.PACDirect {
 		if _, err := path.Match(g, ""); err != nil {
 			return nil, fmt.Errorf("onboard: pac direct glob %q: %w", g, err)
 		}
 	}
-	page, err := template.ParseFS(pageFS, "page.html")
-	if err != nil {
-		return nil, fmt.Errorf("onboard: page: %w", err)
+	h := &Handler{o: o}
+	var err error
+	if h.page, err = renderPage(o); err != nil {
+		return nil, err
 	}
-	h := &Handler{o: o, page: page}
 	if o.CA != nil {
 		if h.profile, err = Profile(o.CA); err != nil {
 			return nil, err
@@ -125,7 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Content-Type-Options", "nosniff")
 	switch r.URL.Path {
 	case PathPage, "/index.html":
-		h.servePage(w, r)
+		h.servePage(w)
 	case PathPAC:
 		hd.Set("Content-Type", TypePAC)
 		_, _ = w.Write(PAC(h.pacProxies(r), h.o.PACDirect))
@@ -176,9 +176,14 @@ type proxyAddr struct {
 	URL        string
 }
 
-func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) {
-	p := page{Options: h.o, PACURL: "http://" + Host + PathPAC, SetupHost: Host}
-	for _, a := range h.o.Proxies {
+// renderPage renders the setup page for o.
+func renderPage(o Options) ([]byte, error) {
+	tmpl, err := template.ParseFS(pageFS, "page.html")
+	if err != nil {
+		return nil, fmt.Errorf("onboard: page: %w", err)
+	}
+	p := page{Options: o, PACURL: "http://" + Host + PathPAC, SetupHost: Host}
+	for _, a := range o.Proxies {
 		host, port, err := net.SplitHostPort(a)
 		if err != nil {
 			continue
@@ -186,27 +191,29 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) {
 		u := "http://" + a + "/"
 		qr, err := QRSVG(u)
 		if err != nil {
-			http.Error(w, "inspectproxy setup: "+err.Error(), http.StatusInternalServerError)
-			return
+			return nil, fmt.Errorf("onboard: page: QR code of %s: %w", u, err)
 		}
 		p.Proxies = append(p.Proxies, proxyAddr{Host: host, Port: port, QR: template.HTML(qr), URL: u})
 	}
 	if len(p.Proxies) > 0 {
 		p.PACURL = p.Proxies[0].URL + strings.TrimPrefix(PathPAC, "/")
 	}
-	if c := h.o.CA; c != nil {
+	if c := o.CA; c != nil {
 		p.Fingerprint = ca.Fingerprint(c)
 		p.CAName = c.Subject.CommonName
 	}
 	var b bytes.Buffer
-	if err := h.page.Execute(&b, p); err != nil {
-		http.Error(w, "inspectproxy setup: "+err.Error(), http.StatusInternalServerError)
-		return
+	if err := tmpl.Execute(&b, p); err != nil {
+		return nil, fmt.Errorf("onboard: page: %w", err)
 	}
+	return b.Bytes(), nil
+}
+
+func (h *Handler) servePage(w http.ResponseWriter) {
 	hd := w.Header()
 	hd.Set("Content-Type", "text/html; charset=utf-8")
 	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'")
-	_, _ = w.Write(b.Bytes())
+	_, _ = w.Write(h.page)
 }
 
 // PAC is a proxy auto-config file sending every URL through proxies (in
