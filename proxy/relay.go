@@ -415,12 +415,21 @@ func (r *relay) peerReset(side int, at time.Duration) {
 	// so it is recorded first, as the wire has it.
 	other := 1 - side
 	if c := r.tcpConn(other); c != nil && !r.close.HasFIN(sideName(other)) {
-		if si, ok := timing.Info(c); ok && si.PeerFIN {
+		if si, ok := timing.Info(c); ok && r.finArrived(other, si) {
 			r.close.FIN(sideName(other), r.finTime(other, at))
 		}
 	}
 	r.close.RST(sideName(side), cause, at)
 	r.abort()
+}
+
+// finArrived reports whether side's socket, as si shows it, holds its
+// peer's FIN. After the proxy's own FIN into it, the peer's FIN leaves
+// the socket closed rather than in CLOSE_WAIT (Linux hands TIME_WAIT to a
+// socket of its own); a reset leaves it closed too, so not if side is the
+// one resetting.
+func (r *relay) finArrived(side int, si timing.SockInfo) bool {
+	return si.PeerFIN || si.Closed && r.eofRead[1-side].Load() && r.close.RSTBy() != sideName(side)
 }
 
 // tcpConn is side's kernel socket, or nil for a client that is not one.
@@ -579,12 +588,8 @@ func (r *relay) reset(side int, at time.Duration) {
 	}
 	_ = c.SetLinger(0)
 	if si, ok := timing.Info(c); ok {
-		// After the proxy's own FIN, the peer's FIN leaves the socket
-		// closed rather than in CLOSE_WAIT (Linux hands TIME_WAIT to a
-		// socket of its own); unless that peer is the one resetting.
 		resetting := r.close.RSTBy() == sideName(side)
-		finished := si.Closed && r.eofRead[1-side].Load() && !resetting
-		if !r.close.HasFIN(sideName(side)) && (si.PeerFIN || finished || !resetting && timing.PeerClosed(c)) {
+		if !r.close.HasFIN(sideName(side)) && (r.finArrived(side, si) || !resetting && timing.PeerClosed(c)) {
 			r.close.FIN(sideName(side), r.finTime(side, at))
 		}
 		// Data written into side's socket flows in the direction toward it.
