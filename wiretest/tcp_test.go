@@ -66,6 +66,24 @@ func clientExchange(then func(*net.TCPConn)) func(*net.TCPConn) {
 	}
 }
 
+// unreadDownload is a server that sends 6 MB and closes, and a client
+// that sends its 100 B and reads nothing until 50 ms after the server's
+// write returned, then goes on with then.
+func unreadDownload(then func(*net.TCPConn)) (server, client func(*net.TCPConn)) {
+	written := make(chan struct{})
+	server = serverExchange(func(c *net.TCPConn) {
+		write(c, 6_000_000)
+		close(written)
+	})
+	client = func(c *net.TCPConn) {
+		write(c, 100)
+		<-written
+		time.Sleep(50 * time.Millisecond)
+		then(c)
+	}
+	return server, client
+}
+
 // tcpScenario is a scripted client and server through one tunnel.
 type tcpScenario struct {
 	name   string
@@ -81,8 +99,8 @@ type tcpScenario struct {
 
 func tcpScenarios() []tcpScenario {
 	reset := make(chan struct{}) // FIN then RST: the server has reset
-	// FIN behind unread data: the server has written all, and closes.
-	written, written2 := make(chan struct{}), make(chan struct{})
+	resetServer, resetClient := unreadDownload(abort)
+	slowServer, slowClient := unreadDownload(drain)
 	return []tcpScenario{
 		{
 			name:   "client-first close",
@@ -190,17 +208,9 @@ func tcpScenarios() []tcpScenario {
 			// after the server's write returned, the client resets. The
 			// event must date the FIN when it arrived, before the reset,
 			// not when the proxy could have read it.
-			name: "FIN behind unread data, then the client resets",
-			server: serverExchange(func(c *net.TCPConn) {
-				write(c, 6_000_000)
-				close(written)
-			}),
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				<-written
-				time.Sleep(50 * time.Millisecond)
-				abort(c)
-			},
+			name:   "FIN behind unread data, then the client resets",
+			server: resetServer,
+			client: resetClient,
 			reproduced: func(w wire) string {
 				if w.firstFIN != "server" || w.rst != "client" || w.rstCause != "abort" {
 					return "want the server's FIN, then a reset by the client (abort)"
@@ -212,17 +222,9 @@ func tcpScenarios() []tcpScenario {
 			// The download case: as above, but the client reads it all
 			// after 50 ms, then closes. The server's FIN is dated when it
 			// reached the proxy, not when the client had read up to it.
-			name: "server closes while the client is slow to read",
-			server: serverExchange(func(c *net.TCPConn) {
-				write(c, 6_000_000)
-				close(written2)
-			}),
-			client: func(c *net.TCPConn) {
-				write(c, 100)
-				<-written2
-				time.Sleep(50 * time.Millisecond)
-				drain(c)
-			},
+			name:       "server closes while the client is slow to read",
+			server:     slowServer,
+			client:     slowClient,
 			reproduced: wantFirstFIN("server"),
 		},
 		{
