@@ -272,8 +272,8 @@ type wire struct {
 	history                         []letter
 	// relay lists what the proxy itself did wrong on the wire (a reset
 	// or FIN not passed on, bytes changed); relayLate, a reset it would
-	// have passed on had it woken within finTolerance, before the other
-	// leg closed by itself.
+	// have passed on had it woken within the close times' tolerance,
+	// before the other leg closed by itself.
 	relay, relayLate []string
 }
 
@@ -283,7 +283,9 @@ type letter struct {
 	at float64
 }
 
-func (l legs) wire(ev *event.Event) wire {
+// wire is the capture's story of ev's connection; tol is the scenario's
+// tolerance for close times (expect.tol).
+func (l legs) wire(ev *event.Event, tol float64) wire {
 	ms := func(at time.Time) *float64 {
 		if at.IsZero() {
 			return nil
@@ -376,17 +378,17 @@ func (l legs) wire(ev *event.Event) wire {
 		}
 	}
 	sort.SliceStable(w.history, func(i, j int) bool { return w.history[i].at < w.history[j].at })
-	w.relay, w.relayLate = l.relayFaults(srv, pu)
+	w.relay, w.relayLate = l.relayFaults(srv, pu, tol)
 	return w
 }
 
 // relayFaults checks the proxy's own conduct on the wire: a peer's FIN or
 // reset reaches the other peer, and without a reset the bytes pass
 // unchanged. A reset not passed on because the other leg finished closing
-// within finTolerance of it is late, not wrong: the proxy learns of a
-// reset when its goroutine wakes, and after both FINs there is nothing
-// left to reset.
-func (l legs) relayFaults(srv, pu *wirecap.Side) (out, late []string) {
+// within tol (ms) of it is late, not wrong: the proxy learns of a reset
+// when its goroutine wakes, and after both FINs there is nothing left to
+// reset.
+func (l legs) relayFaults(srv, pu *wirecap.Side, tol float64) (out, late []string) {
 	cl, px := l.client.Client, l.client.Server
 	if srv == nil {
 		return nil, nil
@@ -395,7 +397,7 @@ func (l legs) relayFaults(srv, pu *wirecap.Side) (out, late []string) {
 		return !a.FIN.IsZero() && a.FIN.Before(by) && !b.FIN.IsZero() && b.FIN.Before(by) ||
 			!a.RST.IsZero() && a.RST.Before(by) || !b.RST.IsZero() && b.RST.Before(by)
 	}
-	grace := time.Duration(finTolerance * float64(time.Millisecond))
+	grace := time.Duration(tol * float64(time.Millisecond))
 	if at := srv.RST; !at.IsZero() && !closed(cl, px, at) && !px.RST.After(at) {
 		msg := "the server's reset was not passed on to the client"
 		if closed(cl, px, at.Add(grace)) {
@@ -510,11 +512,20 @@ type expect struct {
 	connectAbove float64
 }
 
+// tol is the tolerance for close times, in ms.
+func (x expect) tol() float64 {
+	if x.finTolerance > 0 {
+		return x.finTolerance
+	}
+	return finTolerance
+}
+
 // check asserts every TCP field of ev against the wire, and the proxy's
 // relaying. It returns the wire's story for scenario-specific checks.
 func check(t *testing.T, ev *event.Event, l legs, x expect, late *lateTimes) wire {
 	t.Helper()
-	w := l.wire(ev)
+	tol := x.tol()
+	w := l.wire(ev, tol)
 	tcp := ev.TCP
 	if tcp == nil {
 		t.Fatalf("event has no tcp object; error %q", ev.Error)
@@ -523,10 +534,6 @@ func check(t *testing.T, ev *event.Event, l legs, x expect, late *lateTimes) wir
 		w.historyString(), w.firstFIN, fmtMS(w.clientFIN), fmtMS(w.serverFIN), fmtMS(w.halfClose), w.rst, w.rstCause, w.up, w.down, fmtMS(w.connectMS))
 	t.Logf("event: history %q first_fin %q client_fin %s server_fin %s half_close %s rst %q/%q up %d down %d connect %s timeout %q",
 		tcp.History, tcp.FirstFIN, fmtMS(tcp.ClientFINMS), fmtMS(tcp.ServerFINMS), fmtMS(tcp.HalfCloseMS), tcp.RST, tcp.RSTCause, tcp.BytesUp, tcp.BytesDown, fmtMS(tcp.ConnectMS), tcp.Timeout)
-	tol := finTolerance
-	if x.finTolerance > 0 {
-		tol = x.finTolerance
-	}
 	// As in the history, the order of two FINs within the close times'
 	// tolerance of each other is not claimed.
 	finsClose := w.clientFIN != nil && w.serverFIN != nil && math.Abs(*w.clientFIN-*w.serverFIN) <= tol

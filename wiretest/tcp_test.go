@@ -307,7 +307,7 @@ func TestTCPAgainstTheWire(t *testing.T) {
 				if l.upstream == nil {
 					t.Fatal("the upstream leg is not in the capture")
 				}
-				w := l.wire(ev)
+				w := l.wire(ev, sc.expect.tol())
 				if why := sc.reproduced(w); why != "" {
 					t.Fatalf("the scenario did not reproduce on the wire (%s): history %s, rst %q/%q", why, w.historyString(), w.rst, w.rstCause)
 				}
