@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/renameio/v2"
+	"github.com/google/renameio/v2/maybe"
 	"github.com/skip2/go-qrcode"
 )
 
@@ -127,7 +127,7 @@ func (s *Store) write(name string, b []byte) error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("wireguard: %w", err)
 	}
-	if err := renameio.WriteFile(filepath.Join(s.dir, name), b, 0o600); err != nil {
+	if err := maybe.WriteFile(filepath.Join(s.dir, name), b, 0o600); err != nil {
 		return fmt.Errorf("wireguard: %w", err)
 	}
 	return nil
