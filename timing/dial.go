@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -416,7 +417,7 @@ func (r *race) failure(ctx context.Context, hostport, host string) error {
 		if ctxErr != nil {
 			return fmt.Errorf("timing: dns %s: %w", host, ctxErr)
 		}
-		return fmt.Errorf("timing: dns %s: %w", host, errors.Join(r.dnsErrs...))
+		return fmt.Errorf("timing: dns %s: %w", host, joinLookupErrors(r.dnsErrs))
 	}
 	var msgs []string
 	var denied, tried []error
@@ -492,3 +493,34 @@ func classify(err error) string {
 	}
 	return OutcomeError
 }
+
+// lookupErrors are the lookups' errors of one dial, said on one line (an
+// event's error, a log field): the same failure of both families, as an
+// NXDOMAIN is, said once. errors.Is and As see each one.
+type lookupErrors []error
+
+func joinLookupErrors(errs []error) error {
+	var out lookupErrors
+	for _, err := range errs {
+		if !slices.ContainsFunc(out, func(e error) bool { return e.Error() == err.Error() }) {
+			out = append(out, err)
+		}
+	}
+	switch len(out) {
+	case 0:
+		return errors.New("no addresses")
+	case 1:
+		return out[0]
+	}
+	return out
+}
+
+func (e lookupErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e lookupErrors) Unwrap() []error { return e }

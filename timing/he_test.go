@@ -215,3 +215,24 @@ func TestConnectMatchesTheWire(t *testing.T) {
 		}
 	}
 }
+
+// TestLookupFailureSaidOnce: a name that does not exist fails both
+// families' lookups alike; the error says so once, on one line (it is an
+// event's error and a log field), and still unwraps to the resolver's.
+func TestLookupFailureSaidOnce(t *testing.T) {
+	dns := testdns.Start(t, nil)
+	d := Dialer{Timeout: 5 * time.Second, Resolver: dns.Resolver()}
+	res, err := d.Dial(context.Background(), "missing.test:443")
+	if res.Conn != nil {
+		res.Conn.Close()
+		t.Fatal("dialled a name that does not exist")
+	}
+	if err == nil || strings.Count(err.Error(), "no such host") != 1 || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %q, want the lookup's failure said once, on one line", err)
+	}
+	var de *net.DNSError
+	if !errors.As(err, &de) || !de.IsNotFound {
+		t.Errorf("err %v does not unwrap to a not-found *net.DNSError", err)
+	}
+	t.Log(err)
+}
