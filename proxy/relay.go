@@ -101,6 +101,14 @@ const (
 	serverSide = 1
 )
 
+// dirFrom is the direction whose data side sends.
+func dirFrom(side int) tlsinfo.Direction {
+	if side == clientSide {
+		return tlsinfo.ClientToServer
+	}
+	return tlsinfo.ServerToClient
+}
+
 func sideName(s int) string {
 	if s == clientSide {
 		return event.SideClient
@@ -475,15 +483,9 @@ func (r *relay) watchReset(side int, c *net.TCPConn) {
 		}
 		// The watch stops before the relay shuts down this socket's
 		// sending side, so a hang-up here can only be a reset.
-		{
-			at := r.since()
-			r.peerReset(side, at)
-			dir := tlsinfo.ClientToServer
-			if side == serverSide {
-				dir = tlsinfo.ServerToClient
-			}
-			r.tracker.Reset(dir, at)
-		}
+		at := r.since()
+		r.peerReset(side, at)
+		r.tracker.Reset(dirFrom(side), at)
 	})
 	if ok {
 		r.unwatch[side] = stop
@@ -593,11 +595,7 @@ func (r *relay) reset(side int, at time.Duration) {
 			r.close.FIN(sideName(side), r.finTime(side, at))
 		}
 		// Data written into side's socket flows in the direction toward it.
-		dir := tlsinfo.ServerToClient
-		if side == serverSide {
-			dir = tlsinfo.ClientToServer
-		}
-		r.unsent[dir].Store(int64(si.NotSent))
+		r.unsent[dirFrom(1-side)].Store(int64(si.NotSent))
 	}
 	_ = c.Close()
 }
