@@ -34,8 +34,9 @@ type wgSetup struct {
 	cfg               config.WireGuard
 	store             *wireguard.Store
 	network, network6 netip.Prefix
-	// bound is the listen address once the server has bound it (the port
-	// of a listen port of 0 is known only then); nil outside serve.
+	// bound holds the listen address once serve's server has bound it
+	// (the port of a listen port of 0 is known only then); empty before,
+	// and in the peer commands.
 	bound *atomic.Pointer[string]
 }
 
@@ -203,9 +204,8 @@ func consoleSetup(wg *wgSetup, page *onboard.Handler) http.Handler {
 		}
 		return page
 	}
-	s := *wg
 	mux := http.NewServeMux()
-	mux.Handle("/wireguard/", wireguard.SetupHandler(s.store, s.config))
+	mux.Handle("/wireguard/", wireguard.SetupHandler(wg.store, wg.config))
 	if page != nil {
 		mux.Handle("/", page)
 	}
@@ -227,10 +227,9 @@ func startWireGuard(ctx context.Context, cfg config.Config, wg *wgSetup, log *za
 	if err != nil {
 		return nil, err
 	}
-	s := *wg
 	w := cfg.WireGuard
 	srv, err := wireguard.New(wireguard.Options{
-		Listen: w.Listen, Store: s.store, Network: s.network, Network6: s.network6, MTU: w.MTU, QUIC: w.QUIC,
+		Listen: w.Listen, Store: wg.store, Network: wg.network, Network6: wg.network6, MTU: w.MTU, QUIC: w.QUIC,
 		MaxConnections: w.MaxConnections, MaxConnectionsPerPeer: w.MaxConnectionsPerPeer,
 		UDPIdleTimeout: w.UDPIdleTimeout, LookupTimeout: cfg.Limits.DialTimeout, ShutdownGrace: cfg.Limits.ShutdownGrace,
 		Handler: handle, Emit: emit, Log: log.Named("wireguard"),
@@ -242,14 +241,14 @@ func startWireGuard(ctx context.Context, cfg config.Config, wg *wgSetup, log *za
 		return nil, err
 	}
 	udpPolicy.AddSelf(&net.UDPAddr{Port: int(srv.Port())})
-	peers, err := s.store.Peers()
+	peers, err := wg.store.Peers()
 	if err != nil {
 		return nil, err
 	}
 	host, _, _ := net.SplitHostPort(w.Listen) // Validate checked it
 	bound := net.JoinHostPort(host, strconv.Itoa(int(srv.Port())))
-	s.bound.Store(&bound) // the console's device pages see it too
-	endpoint, err := s.endpoint()
+	wg.bound.Store(&bound) // the console's device pages see it too
+	endpoint, err := wg.endpoint()
 	if err != nil {
 		endpoint = err.Error()
 	}
