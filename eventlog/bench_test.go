@@ -59,11 +59,7 @@ func BenchmarkWrite(b *testing.B) {
 	}
 	st := s.Stats()
 	b.ReportMetric(float64(st.Written)/time.Since(start).Seconds(), "written/s")
-	var dropped int64
-	for _, n := range st.Dropped {
-		dropped += n
-	}
-	b.ReportMetric(float64(dropped)/float64(b.N), "dropped/op")
+	b.ReportMetric(float64(droppedTotal(st))/float64(b.N), "dropped/op")
 }
 
 // BenchmarkEncode is json.Marshal of one event on one goroutine: the most
