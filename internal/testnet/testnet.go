@@ -118,8 +118,11 @@ func isPipe(_ int, link string) bool { return strings.HasPrefix(link, "pipe:[") 
 func FullPipeFDs(t testing.TB) int {
 	t.Helper()
 	return countFDs(t, func(fd int, link string) bool {
+		if !isPipe(fd, link) {
+			return false
+		}
 		q, err := unix.IoctlGetInt(fd, unix.TIOCINQ) // FIONREAD
-		return isPipe(fd, link) && err == nil && q > 0
+		return err == nil && q > 0
 	})
 }
 
