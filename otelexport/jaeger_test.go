@@ -28,9 +28,9 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/inspectproxy/inspectproxy/ats"
-	"github.com/inspectproxy/inspectproxy/ca"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testca"
 	"github.com/inspectproxy/inspectproxy/internal/testnet"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"github.com/inspectproxy/inspectproxy/internal/testtool"
@@ -375,14 +375,7 @@ func startWorld(t *testing.T, j *jaeger, c config.OTLP) *world {
 	if err := os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: w.serverCA.Cert.Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	mitmCA, err := ca.Init(filepath.Join(dir, "ca"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer, err := ca.NewIssuer(mitmCA, ca.IssuerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mitmCA, issuer := testca.New(t)
 	var pemBuf bytes.Buffer
 	if err := mitmCA.WritePEM(&pemBuf); err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/inspectproxy/inspectproxy/ca"
 	"github.com/inspectproxy/inspectproxy/config"
 	"github.com/inspectproxy/inspectproxy/event"
+	"github.com/inspectproxy/inspectproxy/internal/testca"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"github.com/inspectproxy/inspectproxy/internal/testtool"
 )
@@ -32,14 +33,7 @@ import (
 // returns the harness and the proxy's CA.
 func mitmProxyWith(t *testing.T, edit func(*config.Config), o Options) (*harness, *ca.CA) {
 	t.Helper()
-	c, err := ca.Init(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := ca.NewIssuer(c, ca.IssuerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, iss := testca.New(t)
 	o.MITM = iss
 	h := startProxyWith(t, func(cfg *config.Config) {
 		cfg.MITM.Enabled = true

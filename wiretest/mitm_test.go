@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/inspectproxy/inspectproxy/ca"
 	"github.com/inspectproxy/inspectproxy/config"
+	"github.com/inspectproxy/inspectproxy/internal/testca"
 	"github.com/inspectproxy/inspectproxy/internal/testpki"
 	"github.com/inspectproxy/inspectproxy/internal/testtool"
 	"github.com/inspectproxy/inspectproxy/proxy"
@@ -28,14 +28,7 @@ func TestMITMServerHelloAgainstTheWire(t *testing.T) {
 		serverCA := testpki.NewCA(t, "wiretest CA")
 		certFile, keyFile := testpki.WriteFiles(t, serverCA.Leaf(t, testpki.LeafOpts{Key: testpki.ECDSA256}))
 		server := netip.MustParseAddrPort(testtool.OpenSSLServer(t, "-cert", certFile, "-key", keyFile, "-www"))
-		proxyCA, err := ca.Init(t.TempDir(), false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		iss, err := ca.NewIssuer(proxyCA, ca.IssuerOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, iss := testca.New(t)
 		p := startProxyWith(t, func(c *config.Config) {
 			c.MITM.Enabled = true
 			c.MITM.InsecureUpstream = true // the server's CA is the test's
